@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
-from .cameras import check_rigid, plucker_embedding, unpack_camera
+from .cameras import check_rigid, plucker_embedding, project_points, unpack_camera, unproject_depth
 
 
 @dataclass
@@ -69,3 +70,53 @@ class MultiView:
         """The VQVAE input ``[RGB, depth, Plücker]`` -> ``(V, 10, H, W)`` (Sec. 4.1)."""
         H, W = self.size
         return torch.cat([self.rgb, self.depth, plucker_embedding(self.c, H, W)], dim=1)
+
+
+def point_cloud(mv: MultiView, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Back-project every masked pixel of every view -> ``(points (N, 3), colours (N, 3), view index (N,))``."""
+    pts = unproject_depth(mv.depth[:, 0], mv.c)  # (V, H, W, 3)
+    keep = (mv.mask[:, 0] > threshold) & (mv.depth[:, 0] > 0)
+    view = torch.arange(mv.num_views)[:, None, None].expand_as(keep)
+    return pts[keep], mv.rgb.permute(0, 2, 3, 1)[keep], view[keep]
+
+
+def multiview_consistency(mv: MultiView, tol_px: int = 2, tol_depth: float = 0.02) -> dict:
+    """How well the views agree as one 3D object: a check of depth, masks and cameras together.
+
+    Every masked pixel of view i is back-projected and projected into each other view j:
+    ``inside_mask`` is the share that lands inside j's mask (dilated by ``tol_px``);
+    ``free_space`` the share that is not in front of j's observed surface by more than
+    ``tol_depth`` (a point may hide behind it, never float in front of it).
+    Returns the means over all ordered pairs and the per-pair matrices ``(V, V)``.
+    """
+    V, _, H, W = mv.depth.shape
+    k = 2 * tol_px + 1
+    mask_dil = F.max_pool2d((mv.mask > 0.5).float(), k, stride=1, padding=tol_px)[:, 0]
+    # nearest observed depth within the tolerance window (background = +inf)
+    depth_obs = torch.where(mv.mask[:, 0] > 0.5, mv.depth[:, 0], torch.full_like(mv.depth[:, 0], float("inf")))
+    depth_min = -F.max_pool2d(-depth_obs[:, None], k, stride=1, padding=tol_px)[:, 0]
+    points, _, view = point_cloud(mv)
+    inside = torch.full((V, V), float("nan"))
+    free = torch.full((V, V), float("nan"))
+    for i in range(V):
+        p = points[view == i]
+        if len(p) == 0:
+            continue
+        for j in range(V):
+            if i == j:
+                continue
+            uv, z = project_points(p, mv.c[j], H, W)
+            px = uv.floor().long()
+            ok = (z > 0) & (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H)
+            u, v = px[ok, 0], px[ok, 1]
+            landed = torch.zeros(len(p))
+            landed[ok] = mask_dil[j, v, u]
+            inside[i, j] = landed.mean()
+            not_in_front = torch.zeros(len(p), dtype=torch.bool)
+            not_in_front[ok] = z[ok] >= depth_min[j, v, u] - tol_depth
+            free[i, j] = not_in_front.float().mean()
+    return {
+        "inside_mask": float(inside.nanmean()), "free_space": float(free.nanmean()),
+        "num_points": len(points), "inside_mask_VV": inside, "free_space_VV": free,
+        "tol_px": tol_px, "tol_depth": tol_depth,
+    }
