@@ -24,7 +24,7 @@ def _cmd_data_build(args) -> None:
     from .data import build_dataset, default_cache_dir
 
     out = Path(args.out) if args.out else default_cache_dir() / f"proc_{args.split}_{args.size}"
-    build_dataset(out, args.count, size=args.size, split=args.split, start=args.start)
+    build_dataset(out, args.count, size=args.size, split=args.split, start=args.start, workers=args.workers)
     print(f"dataset of {args.count} {args.split} objects at {args.size} px in {out}")
 
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=64, help="image size (default 64)")
     b.add_argument("--split", default="train", choices=["train", "val", "test"])
     b.add_argument("--start", type=int, default=0, help="skip the first START objects of the split")
+    b.add_argument("--workers", type=int, default=1, help="rendering processes, one torch thread each (default 1)")
     b.set_defaults(func=_cmd_data_build)
 
     p = sub.add_parser("tutorials", help="execute the tutorials with papermill into a folder, with HTML")

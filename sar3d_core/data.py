@@ -418,18 +418,33 @@ def _write_json_atomic(path: Path, data) -> None:
         raise
 
 
+def _render_one(job) -> None:
+    """Render and write one procedural object (runs in a worker process, one torch thread)."""
+    from .render import render_sdf
+
+    obj, folder, size, supersample, split = job
+    mv = render_sdf(obj, chunk_cameras(obj.seed), size, size, supersample=supersample)
+    write_chunk(replace(mv, caption=obj.caption), folder, ins=f"proc/{split}/{obj.seed}")
+
+
+def _single_thread_worker() -> None:
+    torch.set_num_threads(1)  # the renderer's tensors are small: threads fight, processes scale
+
+
 def build_dataset(out=None, count: int = 100, size: int = 64, split: str = "train", start: int = 0,
-                  supersample: int = 2, progress: bool = True) -> Path:
+                  supersample: int = 2, progress: bool = True, workers: int = 1) -> Path:
     """Render the first ``count`` objects of ``split`` among seeds ``start, start + 1, ...`` into ``out``.
 
     One chunk folder per object, ``out/<seed:06d>/`` (12 views of ``chunk_cameras(seed)``:
     6 encoder inputs, 6 supervision views), then ``out/index.json`` (seed, split, caption,
     category, attributes of every object) written last. Resumable: existing chunk folders
-    are complete (``write_chunk`` is atomic) and are skipped. Returns ``out``.
+    are complete (``write_chunk`` is atomic) and are skipped. ``workers`` processes render
+    in parallel, one torch thread each. Returns ``out``.
     """
+    import multiprocessing
+
     from tqdm.auto import tqdm
 
-    from .render import render_sdf
     from .shapes import objects_in_split
 
     out = Path(out).expanduser() if out is not None else default_cache_dir() / f"proc_{split}_{size}"
@@ -440,17 +455,32 @@ def build_dataset(out=None, count: int = 100, size: int = 64, split: str = "trai
         raise ValueError(f"{out} holds a {index.get('split')} data set at {index.get('size')} px: "
                          f"use another folder for {split} at {size} px")
     entries = {e["seed"]: e for e in index.get("objects", [])}
-    for obj in tqdm(objects_in_split(split, count, start=start), total=count, desc=f"{split} objects",
-                    unit="obj", disable=not progress):
+    jobs = []
+    for obj in objects_in_split(split, count, start=start):
         folder = out / f"{obj.seed:06d}"
         if folder.is_dir():  # complete by construction
             with Image.open(folder / "raw_img.png") as im:
                 if im.size[1] != size:
                     raise ValueError(f"{folder} holds {im.size[1]} px views: expected {size}")
         else:
-            mv = render_sdf(obj, chunk_cameras(obj.seed), size, size, supersample=supersample)
-            write_chunk(replace(mv, caption=obj.caption), folder, ins=f"proc/{split}/{obj.seed}")
+            jobs.append((obj, folder, size, supersample, split))
         entries[obj.seed] = {"folder": folder.name, **obj.to_dict()}
+    workers = max(1, min(workers, len(jobs)))
+    bar = tqdm(total=len(jobs), desc=f"rendering {split} objects", unit="obj", disable=not progress)
+    if workers == 1:
+        threads = torch.get_num_threads()
+        _single_thread_worker()
+        try:
+            for job in jobs:
+                _render_one(job)
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_single_thread_worker) as pool:
+            for _ in pool.imap_unordered(_render_one, jobs):
+                bar.update()
+    bar.close()
     _write_json_atomic(index_path, {"format": "sar3d-chunks", "size": size, "split": split, "views": 12,
                                     "supersample": supersample, "objects": [entries[s] for s in sorted(entries)]})
     return out

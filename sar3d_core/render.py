@@ -147,19 +147,24 @@ def sphere_trace(sdf, o_N3, d_N3, t_near_N, t_far_N, *, max_steps=64, eps=1e-4, 
     """
     t_hit_N = torch.full_like(t_near_N, math.inf)
     idx = torch.arange(t_near_N.shape[0])
-    t, t_far, o, d = t_near_N, t_far_N, o_N3, d_N3
-    t_prev, f_prev = t, torch.full_like(t, math.inf)
+    # one row per marching ray, so that compacting the active set is a single gather:
+    # origin (3), direction (3), t, t_far, and the previous sample t_prev, f_prev (for the refinement)
+    ray_N10 = torch.cat([o_N3, d_N3, t_near_N[:, None], t_far_N[:, None], t_near_N[:, None],
+                         torch.full_like(t_near_N, math.inf)[:, None]], dim=1)
     for _ in range(max_steps):
         if idx.numel() == 0:
             return t_hit_N
-        dist = _eval_sdf(sdf, o + t[:, None] * d)
+        o, d, t = ray_N10[:, :3], ray_N10[:, 3:6], ray_N10[:, 6]
+        dist = _eval_sdf(sdf, torch.addcmul(o, t[:, None], d))
         hit = dist < eps
         t_hit_N[idx[hit]] = t[hit]
-        t_prev, f_prev, t = t, dist, t + dist  # t_{k+1} = t_k + f(o + t_k d)
-        keep = ~hit & (t < t_far)
-        idx, t, t_far, o, d, t_prev, f_prev = (x[keep] for x in (idx, t, t_far, o, d, t_prev, f_prev))
+        ray_N10[:, 8], ray_N10[:, 9] = t, dist
+        ray_N10[:, 6] += dist  # t_{k+1} = t_k + f(o + t_k d)
+        keep = torch.nonzero(~hit & (ray_N10[:, 6] < ray_N10[:, 7])).squeeze(1)
+        idx, ray_N10 = idx[keep], ray_N10[keep]
     if idx.numel():
-        t_hit_N[idx] = _refine_grazing(sdf, o, d, t_prev, f_prev, t, t_far, eps, refine_steps)
+        o, d, t, t_far, t_prev, f_prev = ray_N10.split([3, 3, 1, 1, 1, 1], dim=1)
+        t_hit_N[idx] = _refine_grazing(sdf, o, d, t_prev[:, 0], f_prev[:, 0], t[:, 0], t_far[:, 0], eps, refine_steps)
     return t_hit_N
 
 
@@ -184,11 +189,13 @@ def _refine_grazing(sdf, o, d, a, fa, b, t_far, eps, steps):
         f_new = _eval_sdf(sdf, o + t_new[:, None] * d)
         found = alive & (f_new.abs() < eps)
         t_hit = torch.where(found, t_new, t_hit)
-        shift = alive & ~inside  # secant: keep the newest two samples
-        to_a = alive & inside & (f_new > 0)  # bisection: replace the end of the same sign
-        to_b = shift | (alive & inside & (f_new <= 0))
-        a, fa = torch.where(shift, b, torch.where(to_a, t_new, a)), torch.where(shift, fb, torch.where(to_a, f_new, fa))
-        b, fb = torch.where(to_b, t_new, b), torch.where(to_b, f_new, fb)
+        # secant: (a, b) <- (b, new); bisection: the new sample replaces the end of its sign
+        shift = alive & ~inside
+        new_a = alive & inside & (f_new > 0)
+        new_b = shift | (alive & inside & (f_new <= 0))
+        a = torch.where(shift, b, torch.where(new_a, t_new, a))
+        fa = torch.where(shift, fb, torch.where(new_a, f_new, fa))
+        b, fb = torch.where(new_b, t_new, b), torch.where(new_b, f_new, fb)
         alive = alive & ~found & (inside | (f_new < 0) | (t_new < t_far))
         inside = alive & (inside | (f_new < 0))
     return torch.where(inside, a, t_hit)  # still bracketed: the outer end of the last bracket

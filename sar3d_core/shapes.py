@@ -62,9 +62,9 @@ STRIPE_PERIOD, STRIPE_SHARE, CHECKER, DOT_PERIOD, DOT_RADIUS = 0.14, 0.4, 0.1, 0
 # Every primitive lives in its own frame: centred at the origin, symmetric about the z axis
 # (boxes about the planes). ``size`` holds lengths only, so scaling them scales the shape.
 
-# The SDFs below are written with in-place operations on their own temporaries (never on
-# the inputs): a sphere tracer calls them ~40 times per view on ~50k points, and on a CPU
-# the cost is the number of passes over memory. The formula is in the comment above.
+# The SDFs below use in-place operations on their own temporaries (never on the inputs): a
+# sphere tracer calls them ~40 times per view on ~50k points, and on a CPU the cost is the
+# number of passes over memory. Each docstring or comment gives the formula.
 
 def _norm(a, b, c=None):  # sqrt(a^2 + b^2 (+ c^2)), a new tensor
     out = (a * a).addcmul_(b, b)
@@ -191,8 +191,11 @@ def _components(shape, size):
                 p[:, k] = np.where(rng.random(n) < 0.5, -1, 1) * (inner[k] + r * np.sin(theta))
                 return p
             comps += [(8 * inner[j] * inner[k], face), (4 * np.pi * r * inner[i], edge)]
-        u_corner = lambda rng, n: (lambda u: np.sign(u) * inner + r * u)(_unit_vectors(rng, n))
-        return comps + [(4 * np.pi * r * r, u_corner)]
+
+        def corner(rng, n):  # the 8 corners together make one sphere of radius r
+            u = _unit_vectors(rng, n)
+            return np.sign(u) * inner + r * u
+        return comps + [(4 * np.pi * r * r, corner)]
     if shape == "sphere":
         return [(4 * np.pi * size[0] ** 2, lambda rng, n: size[0] * _unit_vectors(rng, n))]
     if shape in ("ellipsoid", "dome"):
@@ -297,6 +300,7 @@ class Part:
         return x, y, z
 
     def from_local(self, q_n3):
+        """Local points ``(n, 3)`` (numpy) -> model coordinates: the inverse of ``to_local``."""
         x, y, z = q_n3[:, 0], q_n3[:, 1], q_n3[:, 2]
         if self.spin:
             c, s = math.cos(self.spin), math.sin(self.spin)
@@ -307,16 +311,23 @@ class Part:
             x, y, z = y, z, x
         return np.stack([x, y, z], 1) + np.array(self.center)
 
-    def distance(self, x, y, z):
+    def distance(self, x, y, z):  # the primitive's SDF at model points, in model units
         return _SDF[self.shape](*self.to_local(x, y, z), *self.size)
 
-    def support(self, v):
+    def support(self, v):  # max over the part of v . p, for a model direction v
         return float(np.dot(self.center, v)) + _support(self.shape, self.size, self.to_local(*v, translate=False))
 
 
 @dataclass
 class ProceduralObject:
-    """One captioned object of the procedural world; build it with ``make_object(seed)``."""
+    """One captioned object of the procedural world; build it with ``make_object(seed)``.
+
+    ``attributes`` (JSON) holds the colour, second colour, pattern, finish, the category's
+    shape attributes and the yaw; ``shininess`` (0 matte .. 1) weights the renderer's specular
+    term. ``parts`` are in model units, placed in the world by ``world = scale Rz(yaw) model +
+    offset``; ``palette`` holds per part the main colour ``(P, 3)``, second colour ``(P, 3)``
+    and whether the pattern applies ``(P,)``.
+    """
 
     seed: int
     category: str
@@ -325,11 +336,11 @@ class ProceduralObject:
     split: str
     shininess: float
     parts: list = field(default_factory=list, repr=False)
-    scale: float = 1.0  # world = scale * Rz(yaw) @ model + offset
+    scale: float = 1.0
     offset: tuple = (0.0, 0.0, 0.0)
     yaw: float = 0.0
-    z_range: tuple = (FLOOR_Z, FLOOR_Z + EXTENT)
-    palette: tuple = field(default=None, repr=False)  # per part: colour (P, 3), second colour (P, 3), patterned (P,)
+    z_range: tuple = (FLOOR_Z, FLOOR_Z + EXTENT)  # world heights of the bottom and the top (for gradients)
+    palette: tuple = field(default=None, repr=False)
 
     def _to_model(self, p_N3):
         """World -> model coordinates, ``m = Rz(yaw)^T (p - offset) / scale``, as three (N,) tensors."""
@@ -355,8 +366,11 @@ class ProceduralObject:
         return solid.mul_(self.scale)
 
     def sdf(self, p_N3: torch.Tensor) -> torch.Tensor:
-        """Signed distance bound ``(N,)`` float32 at world points ``(N, 3)``: negative inside,
-        Lipschitz-1 and ``|sdf(p)| <= dist(p, surface)`` (exact away from ellipsoids and carves)."""
+        """Signed distance ``(N,)`` float32 at world points ``(N, 3)``, negative inside.
+
+        A Lipschitz-1 lower bound of the distance, ``|sdf(p)| <= dist(p, surface)``, with the
+        exact zero set; it equals the distance outside the object wherever the nearest part is
+        neither an ellipsoid nor carved (float64 input is evaluated in float64)."""
         p = torch.as_tensor(p_N3)
         return self._sdf(p if p.dtype == torch.float64 else p.float()).float()
 
@@ -400,20 +414,21 @@ class ProceduralObject:
     def sample_surface(self, n: int, seed: int = 0) -> torch.Tensor:
         """``(n, 3)`` world points uniform by area on the visible surface, exact up to float32.
 
-        Each primitive's surface is sampled analytically, proportionally to its area; points
-        inside another part (or outside the solid, for carve surfaces) are rejected, which
-        keeps the rest uniform over the union's surface."""
-        rng = np.random.default_rng([self.seed, seed, 2025])
-        comps = [(part, area, sampler) for part in self.parts for area, sampler in _components(part.shape, part.size)]
-        weights = np.array([area for _, area, _ in comps])
+        Every primitive's surface is sampled analytically, in proportion to its area; points
+        inside another part (or, for a carved part, outside the solid) are rejected, which
+        leaves points uniform over the surface of the union."""
+        rng = np.random.default_rng([self.seed, int(seed), 2025])
+        comps = [(part, sampler) for part in self.parts for _, sampler in _components(part.shape, part.size)]
+        areas = np.array([area for part in self.parts for area, _ in _components(part.shape, part.size)])
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
         kept, count = [], 0
         while count < n:
-            counts = rng.multinomial(max(2 * (n - count), 256), weights / weights.sum())
-            model = np.concatenate([part.from_local(sampler(rng, k)) for (part, _, sampler), k in zip(comps, counts)])
-            c, s = math.cos(self.yaw), math.sin(self.yaw)
+            counts = rng.multinomial(max(2 * (n - count), 256), areas / areas.sum())
+            model = np.concatenate([part.from_local(sampler(rng, k))
+                                    for (part, sampler), k in zip(comps, counts) if k])
             world = np.stack([c * model[:, 0] - s * model[:, 1], s * model[:, 0] + c * model[:, 1], model[:, 2]], 1)
             world = world * self.scale + np.array(self.offset)
-            on_surface = self._sdf(torch.from_numpy(world)).abs().numpy() < 1e-9
+            on_surface = self._sdf(torch.from_numpy(world)).abs().numpy() < 1e-9  # float64: ~1e-16 on the surface
             kept.append(world[on_surface])
             count += int(on_surface.sum())
         points = np.concatenate(kept)
@@ -472,7 +487,8 @@ def _table(rng):
     parts = [Part("cylinder", (W, T / 2), (0, 0, H - T / 2)) if top == "round"
              else Part("box", (W, D, T / 2, 0.01), (0, 0, H - T / 2))]
     if legs == 1:  # a pedestal on a foot
-        parts += _legs([(0, 0)], H - T + 0.02, r=0.06) + [Part("cylinder", (0.45 * D, 0.025), (0, 0, 0.025), role="accent")]
+        parts += _legs([(0, 0)], H - T + 0.02, r=0.06)
+        parts.append(Part("cylinder", (0.45 * D, 0.025), (0, 0, 0.025), role="accent"))
     elif top == "round":
         parts += _legs(_ring(legs, 0.72 * W, math.pi / 2 if legs == 3 else math.pi / 4), H - T + 0.02)
     else:
@@ -492,9 +508,11 @@ def _chair(rng):
     S, Z = rng.uniform(0.22, 0.27), rng.uniform(0.42, 0.5)  # seat half width and height
     Hb = rng.uniform(0.5, 0.6) if back == "high" else rng.uniform(0.2, 0.28)
     if seat == "square":
-        parts = [Part("box", (S, S, 0.03, 0.01), (0, 0, Z - 0.03))] + _legs(_corners(S - 0.03, S - 0.03), Z - 0.04, 0.025)
+        parts = [Part("box", (S, S, 0.03, 0.01), (0, 0, Z - 0.03))]
+        parts += _legs(_corners(S - 0.03, S - 0.03), Z - 0.04, 0.025)
     else:
-        parts = [Part("cylinder", (S, 0.03), (0, 0, Z - 0.03))] + _legs(_ring(4, S - 0.04, math.pi / 4), Z - 0.04, 0.025)
+        parts = [Part("cylinder", (S, 0.03), (0, 0, Z - 0.03))]
+        parts += _legs(_ring(4, S - 0.04, math.pi / 4), Z - 0.04, 0.025)
     back_w, back_y = (S, S - 0.03) if seat == "square" else (0.7 * S, 0.72 * S)  # backrest at +y, on the seat's edge
     parts.append(Part("box", (back_w, 0.025, (Hb + 0.06) / 2, 0.01), (0, back_y, Z + (Hb - 0.06) / 2)))
     if arms:
@@ -530,7 +548,8 @@ def _sofa(rng):
     Hb = rng.uniform(0.5, 0.6) if back == "high" else rng.uniform(0.3, 0.36)
     parts = [Part("box", (L + 2 * A, D, 0.12, 0.04), (0, 0, 0.22)),  # base, then backrest
              Part("box", (L + 2 * A, 0.09, (Hb + 0.09) / 2, 0.04), (0, D - 0.09, 0.25 + (Hb + 0.09) / 2))]
-    parts += [Part("cylinder", (0.03, 0.07), (x, y, 0.07), role="brown") for x, y in _corners(L + 2 * A - 0.06, D - 0.06)]
+    parts += [Part("cylinder", (0.03, 0.07), (x, y, 0.07), role="brown")
+              for x, y in _corners(L + 2 * A - 0.06, D - 0.06)]
     parts += [Part("box", (A, D, 0.2, 0.04), (sx * (L + A), 0, 0.3)) for sx in ((-1, 1) if arms else ())]
     parts += [Part("box", (L / seats - 0.01, D - 0.12, 0.06, 0.05), (-L + (2 * i + 1) * L / seats, -0.06, 0.38),
                    role="accent") for i in range(seats)]
@@ -599,7 +618,8 @@ def _vase(rng):
               _t("long-necked", "with a long neck|with a tall neck") if neck == "long"
               else _t("short-necked", "with a short neck")]
     traits += [_t("two-handled", "with two handles|with a pair of handles")] if handles else []
-    return parts, {"body": body, "neck": neck, "handles": handles}, _look(("vase", "flower vase"), traits, "a {c2} neck")
+    look = _look(("vase", "flower vase"), traits, "a {c2} neck")
+    return parts, {"body": body, "neck": neck, "handles": handles}, look
 
 
 def _tree(rng):
@@ -655,7 +675,8 @@ def _cactus(rng):
                   Part("capsule", (0.07, 0.12), (sx * (r + 0.14), 0, za + 0.12))]
     traits = [(_t("", "with no arms|without arms"), _t("one-armed", "with one arm|with a single arm"),
                _t("two-armed", "with two arms"))[arms],
-              _t("", f"in a {pot} pot|planted in a {pot} pot"), _t("tall") if height == "tall" else _t("short|stubby")]
+              _t("", f"in a {pot} pot|planted in a {pot} pot"),
+              _t("tall") if height == "tall" else _t("short|stubby")]
     return parts, {"arms": arms, "pot": pot, "height": height}, _look(("cactus",), traits, "a {c2} pot", "terracotta")
 
 
@@ -669,7 +690,7 @@ def _snowman(rng):
     parts = [Part("sphere", (r,), (0, 0, z), role="accent" if (i == balls - 1 and not hat) else "main")
              for i, (r, z) in enumerate(zip(radii, zs))]
     parts += [Part("sphere", (0.025,), (sx * 0.36 * rh, -0.86 * rh, zh + 0.36 * rh), role="black") for sx in (-1, 1)]
-    parts.append(Part("cone", (0.0, 0.035, 0.08), (0, -(rh + 0.02), zh), axis="y", role="orange"))  # carrot, tip at -y
+    parts.append(Part("cone", (0.0, 0.035, 0.08), (0, -(rh + 0.02), zh), axis="y", role="orange"))  # carrot nose
     if hat:
         parts += [Part("cylinder", (0.8 * rh, 0.012), (0, 0, zh + 0.8 * rh), role="accent"),
                   Part("cylinder", (0.55 * rh, 0.45 * rh), (0, 0, zh + 1.25 * rh), role="accent")]
@@ -701,7 +722,8 @@ def _house(rng):
         parts.append(Part("box", (0.05, 0.05, 0.17), (0.5 * Dx, 0.1, Hw + 0.17)))
     traits = [_t("one-storey|single-storey", "with one floor|with a single floor") if floors == 1
               else _t("two-storey", "with two floors|with two storeys"),
-              _t("", "with a pointed roof|with a gabled roof") if roof == "pointed" else _t("flat-roofed", "with a flat roof"),
+              _t("", "with a pointed roof|with a gabled roof") if roof == "pointed"
+              else _t("flat-roofed", "with a flat roof"),
               _t("", "with a chimney") if chimney else _t("", "without a chimney")]
     look = _look(("house", "small house"), traits, "a {c2} roof")
     return parts, {"floors": floors, "roof": roof, "chimney": chimney}, look
@@ -714,7 +736,8 @@ def _car(rng):
     (cx, cy, cz), x0 = {"sedan": ((0.25, 0.19, 0.11), -0.04), "pickup": ((0.15, 0.2, 0.12), 0.2),
                         "van": ((0.44, 0.2, 0.17), -0.04)}[style]  # cabin half sizes and position
     zcab = zc + 0.1 + cz - 0.03
-    parts = [Part("box", (L, W, 0.1, 0.04), (0, 0, zc)), Part("box", (cx, cy, cz, 0.05), (x0, 0, zcab), role="accent"),
+    parts = [Part("box", (L, W, 0.1, 0.04), (0, 0, zc)),
+             Part("box", (cx, cy, cz, 0.05), (x0, 0, zcab), role="accent"),
              Part("box", (cx - 0.03, cy + 0.006, 0.45 * cz), (x0, 0, zcab + 0.25 * cz), role="glass")]  # windows
     parts += [Part("cylinder", (wr, 0.045), (x, y, wr), axis="y", role="black") for x, y in _corners(0.3, W - 0.02)]
     parts += [Part("sphere", (0.035,), (L - 0.01, sy * 0.13, zc + 0.03), role="bulb") for sy in (-1, 1)]
@@ -766,92 +789,117 @@ def _dumbbell(rng):
     return parts, {"ends": ends, "bar": bar}, _look(("dumbbell", "hand weight"), traits, "a {c2} bar", "grey")
 
 
-_BUILDERS = {"table": _table, "chair": _chair, "stool": _stool, "sofa": _sofa, "lamp": _lamp, "mug": _mug, "vase": _vase,
-             "tree": _tree, "mushroom": _mushroom, "cactus": _cactus, "snowman": _snowman, "house": _house, "car": _car,
-             "rocket": _rocket, "dumbbell": _dumbbell}
-CATEGORY_WORDS = {  # every noun a caption may use for a category (for recovering it from text)
+_BUILDERS = {"table": _table, "chair": _chair, "stool": _stool, "sofa": _sofa, "lamp": _lamp, "mug": _mug,
+             "vase": _vase, "tree": _tree, "mushroom": _mushroom, "cactus": _cactus, "snowman": _snowman,
+             "house": _house, "car": _car, "rocket": _rocket, "dumbbell": _dumbbell}
+CATEGORY_WORDS = {  # every noun a caption may use for a category (to recover the category from text)
     "table": ("table",), "chair": ("chair", "armchair"), "stool": ("stool", "footstool"), "sofa": ("sofa", "couch"),
-    "lamp": ("lamp",),
-    "mug": ("mug", "cup", "tumbler"), "vase": ("vase",), "tree": ("tree",), "mushroom": ("mushroom", "toadstool"),
-    "cactus": ("cactus",), "snowman": ("snowman",), "house": ("house",), "car": ("car", "sedan", "pickup truck", "van", "minivan"),
-    "rocket": ("rocket", "spaceship"), "dumbbell": ("dumbbell", "hand weight")}
+    "lamp": ("lamp",), "mug": ("mug", "cup", "tumbler"), "vase": ("vase",), "tree": ("tree",),
+    "mushroom": ("mushroom", "toadstool"), "cactus": ("cactus",), "snowman": ("snowman",), "house": ("house",),
+    "car": ("car", "sedan", "pickup truck", "van", "minivan"), "rocket": ("rocket", "spaceship"),
+    "dumbbell": ("dumbbell", "hand weight")}
 
 
 # ------------------------------------------------------------------ captions
+# Like 3DTopia's captions, one sentence per object; here written from the attributes, in
+# three sentence shapes with synonyms and shuffled traits. The main colour is always the
+# first colour named; "plain" objects name no second colour.
 
-_COLOUR_PRE = {
-    "plain": ("{c}", "{c}", "plain {c}", "solid {c}"), "striped": ("{c} and {c2} striped", "{c}-and-{c2} striped"),
+_COLOUR_BEFORE_NOUN = {
+    "plain": ("{c}", "{c}", "plain {c}", "solid {c}"),
+    "striped": ("{c} and {c2} striped", "{c}-and-{c2} striped"),
     "checkered": ("{c} and {c2} checkered", "{c}-and-{c2} checkered"),
     "dotted": ("{c} and {c2} dotted", "{c} and {c2} polka-dot", "{c} and {c2} spotted"),
-    "two-tone": ("{c}", "two-tone {c}"), "gradient": ("{c}-to-{c2} gradient", "{c} to {c2} faded")}
-_COLOUR_POST = {
+    "two-tone": ("{c}", "two-tone {c}"),  # the accent parts are named after the noun
+    "gradient": ("{c}-to-{c2} gradient", "{c} to {c2} faded")}
+_COLOUR_AFTER_NOUN = {
     "plain": ("painted {c}", "in {c}", "coloured {c}", "in plain {c}"),
     "striped": ("with {c} and {c2} stripes", "painted {c} with {c2} stripes", "in {c} with {c2} stripes"),
-    "checkered": ("with a {c} and {c2} checkerboard pattern", "in {c} and {c2} checks", "painted in {c} and {c2} checkers"),
+    "checkered": ("with a {c} and {c2} checkerboard pattern", "in {c} and {c2} checks",
+                  "painted in {c} and {c2} checkers"),
     "dotted": ("in {c} with {c2} dots", "painted {c} with {c2} polka dots", "in {c} covered in {c2} spots"),
     "two-tone": ("in {c}", "painted {c}"),
-    "gradient": ("fading from {c} to {c2}", "with a {c} to {c2} gradient", "shading from {c} at the bottom to {c2} at the top")}
+    "gradient": ("fading from {c} to {c2}", "with a {c} to {c2} gradient",
+                 "shading from {c} at the bottom to {c2} at the top")}
 _FINISH_WORDS = {"matte": ("matte", "dull"), "glossy": ("glossy", "shiny")}
+_OPENINGS = ("", "", "", "a 3D model of ", "a render of ", "this is ")
 
 
-def _join(items):
-    # "with four legs, with a round top" -> "with four legs and a round top"
-    items = [it[5:] if i and it.startswith("with ") and items[i - 1].startswith("with ") and not items[i - 1].endswith("\x00")
-             else it for i, it in enumerate(items)]
-    items = [it.rstrip("\x00") for it in items]
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+def _join(phrases):
+    """["with four legs", "with a round top"] -> "with four legs and a round top"."""
+    phrases = [p[5:] if i and p.startswith("with ") and phrases[i - 1].startswith("with ") else p
+               for i, p in enumerate(phrases)]
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
 def _caption(rng, look, colour, secondary, pattern, finish):
-    """One sentence from the attributes: every shape trait, the colours and the pattern, in a
-    random order and wording. The main colour is always the first colour named."""
+    """One sentence naming the category, the colours, the pattern and every shape trait."""
     fill = {"c": colour, "c2": secondary}
-    noun, style = _pick(rng, look["nouns"]), int(rng.integers(3))
-    pre, post = [], []
+    noun, shape = _pick(rng, look["nouns"]), int(rng.integers(3))
+    before, after = [], []  # trait phrases before and after the noun
     for i in rng.permutation(len(look["traits"])):
-        pre_options, post_options = look["traits"][i]
-        use_pre = bool(pre_options) and (not post_options or (style != 2 and rng.random() < 0.5))
-        (pre if use_pre else post).append(_pick(rng, pre_options if use_pre else post_options))
+        pre, post = look["traits"][i]
+        use_pre = bool(pre) and (not post or (shape != 2 and rng.random() < 0.5))
+        (before if use_pre else after).append(_pick(rng, pre if use_pre else post))
     if rng.random() < 0.3:
-        pre.insert(0, _pick(rng, _FINISH_WORDS[finish]))
-    accent = "with " + look["accent"].format(**fill) + "\x00" if pattern == "two-tone" else None  # \x00: no "with" merging after it
-    if style == 1:  # "a tall table painted red with white stripes, with four legs"
-        colour_words = _pick(rng, _COLOUR_POST[pattern]).format(**fill) + (" " + accent if accent else "")
-        text = " ".join(["a"] + pre + [noun, colour_words]) + (", " + _join(post) if post else "")
-    else:
-        tail = ([accent] if accent else []) + post
-        colour_words = _pick(rng, _COLOUR_PRE[pattern]).format(**fill)
-        if style == 0:  # "a tall red and white striped table with four legs"
-            text = " ".join(["a"] + pre + [colour_words, noun]) + (" " + _join(tail) if tail else "")
-        else:  # "red and white striped table, tall, with four legs"
-            text = ", ".join([colour_words + " " + noun] + pre + ([_join(tail)] if tail else []))
-    if style != 2:
-        text = _pick(rng, ("", "", "", "a 3D model of ", "a render of ", "this is ")) + text
-    text = re.sub(r"\b([Aa]) (?=[aeiou])(?!one)", r"\1n ", text.replace("\x00", ""))
+        before.insert(0, _pick(rng, _FINISH_WORDS[finish]))
+    accent = " with " + look["accent"].format(**fill) if pattern == "two-tone" else ""
+    if shape == 0:  # "a tall red and white striped table, with four legs and a round top"
+        head = " ".join(["a"] + before + [_pick(rng, _COLOUR_BEFORE_NOUN[pattern]).format(**fill), noun]) + accent
+        text = _pick(rng, _OPENINGS) + head + (" " + _join(after) if after else "")
+    elif shape == 1:  # "a tall table painted red with white stripes, with four legs"
+        head = " ".join(["a"] + before + [noun, _pick(rng, _COLOUR_AFTER_NOUN[pattern]).format(**fill)]) + accent
+        text = _pick(rng, _OPENINGS) + head + (", " + _join(after) if after else "")
+    else:  # "red and white striped table, tall, with four legs"
+        head = _pick(rng, _COLOUR_BEFORE_NOUN[pattern]).format(**fill) + " " + noun + accent
+        text = ", ".join([head] + before + ([_join(after)] if after else []))
+    text = re.sub(r"\b([Aa]) (?=[aeiou])(?!one)", r"\1n ", text)  # "a orange" -> "an orange"
     return text[0].upper() + text[1:] if rng.random() < 0.5 else text
 
 
-# ------------------------------------------------------------------ the world: objects, splits
+# ------------------------------------------------------------------ the world: objects and splits
 
 def split_of(seed: int) -> str:
-    """The split of a seed: a hash of the seed, about 80 % train, 10 % val, 10 % test."""
+    """The split of a seed, from a hash of it: about 80 % train, 10 % val, 10 % test."""
     u = np.random.default_rng([int(seed), 0x5A3D]).random()
     return "train" if u < 0.8 else "val" if u < 0.9 else "test"
 
 
 def heldout_combinations() -> set:
-    """The (category, colour) pairs that never occur in train (a quarter of val and test)."""
+    """The (category, colour) pairs that never occur in train; a quarter of val and test is drawn from them."""
     return set(HELDOUT_PAIRS)
 
 
 def _contrast(rng, colour):  # a second colour that reads as different from the first
     rgb = np.array(COLOURS[colour])
-    options = [c for c in COLOURS if np.linalg.norm(np.array(COLOURS[c]) - rgb) > 0.35]
-    return _pick(rng, options)
+    return _pick(rng, [c for c in COLOURS if np.linalg.norm(np.array(COLOURS[c]) - rgb) > 0.35])
+
+
+def _bounds(parts, yaw):
+    """Exact world-axis bounding box of the solid parts turned by ``yaw``, from their support functions."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    solid, lo, hi = [p for p in parts if not p.carve], [], []
+    for v in ((c, -s, 0.0), (s, c, 0.0), (0.0, 0.0, 1.0)):  # the world axes in the model frame, Rz(yaw)^T e_k
+        hi.append(max(p.support(v) for p in solid))
+        lo.append(-max(p.support(tuple(-a for a in v)) for p in solid))
+    return np.array(lo), np.array(hi)
+
+
+def _palette(parts, look, colour, secondary, pattern):
+    """Per part: main colour, second colour, whether the pattern applies (see ``Part.role``)."""
+    rgb = {**COLOURS, **DETAIL_COLOURS}
+    main = (rgb[colour], rgb[secondary or colour], 0.0 if pattern in ("plain", "two-tone") else 1.0)
+    if pattern == "two-tone":
+        accent = (rgb[secondary], rgb[secondary], 0.0)
+    else:
+        accent = (rgb[look["accent_default"]],) * 2 + (0.0,) if look["accent_default"] else main
+    specs = [main if p.role == "main" else accent if p.role == "accent" else (rgb[p.role], rgb[p.role], 0.0)
+             for p in parts]
+    return tuple(torch.tensor([spec[k] for spec in specs]) for k in range(3))
 
 
 def make_object(seed: int) -> ProceduralObject:
-    """The procedural object of a seed: every choice is drawn from ``default_rng(seed)``."""
+    """The procedural object of a seed: every choice is drawn from ``numpy.random.default_rng(seed)``."""
     seed = int(seed)
     if seed < 0:
         raise ValueError(f"seeds are non-negative integers, got {seed}")
@@ -868,31 +916,20 @@ def make_object(seed: int) -> ProceduralObject:
     yaw = math.radians(rng.uniform(-30.0, 30.0))
     caption = _caption(rng, look, colour, secondary, pattern, finish)
 
-    # scale, centre and stand the object on the floor, from the exact bounding box of its parts
-    c, s = math.cos(yaw), math.sin(yaw)
-    solid, lo, hi = [p for p in parts if not p.carve], [], []
-    for v in ((c, -s, 0.0), (s, c, 0.0), (0.0, 0.0, 1.0)):  # world axes in the model frame, Rz(yaw)^T e_k
-        hi.append(max(p.support(v) for p in solid))
-        lo.append(-max(p.support(tuple(-a for a in v)) for p in solid))
-    scale = EXTENT / max(h - l for h, l in zip(hi, lo))
+    # scale to the largest extent EXTENT, centre in x and y, stand on FLOOR_Z
+    lo, hi = _bounds(parts, yaw)
+    scale = EXTENT / float(np.max(hi - lo))
     offset = (-scale * (lo[0] + hi[0]) / 2, -scale * (lo[1] + hi[1]) / 2, FLOOR_Z - scale * lo[2])
-
-    rgb = {**COLOURS, **DETAIL_COLOURS}
-    main = (rgb[colour], rgb[secondary or colour], 0.0 if pattern in ("plain", "two-tone") else 1.0)  # (c1, c2, patterned)
-    if pattern == "two-tone":
-        accent = (rgb[secondary], rgb[secondary], 0.0)
-    else:
-        accent = (rgb[look["accent_default"]],) * 2 + (0.0,) if look["accent_default"] else main
-    specs = [main if p.role == "main" else accent if p.role == "accent" else (rgb[p.role], rgb[p.role], 0.0) for p in parts]
-    palette = (torch.tensor([sp[0] for sp in specs]), torch.tensor([sp[1] for sp in specs]), torch.tensor([sp[2] for sp in specs]))
     attributes = {"colour": colour, "secondary_colour": secondary, "pattern": pattern, "finish": finish, **shape,
                   "yaw_deg": round(math.degrees(yaw), 2)}
-    return ProceduralObject(seed, category, attributes, caption, split, FINISHES[finish], parts, scale, offset, yaw,
-                            (FLOOR_Z, FLOOR_Z + scale * (hi[2] - lo[2])), palette)
+    return ProceduralObject(seed, category, attributes, caption, split, FINISHES[finish], parts=parts,
+                            scale=scale, offset=tuple(float(o) for o in offset), yaw=yaw,
+                            z_range=(FLOOR_Z, FLOOR_Z + scale * float(hi[2] - lo[2])),
+                            palette=_palette(parts, look, colour, secondary, pattern))
 
 
 def objects_in_split(split: str, count: int, start: int = 0) -> list:
-    """The first ``count`` objects of ``split`` among seeds ``start, start + 1, ...``."""
+    """The first ``count`` objects of ``split`` among the seeds ``start, start + 1, ...``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     objects, seed = [], int(start)

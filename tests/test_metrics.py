@@ -139,6 +139,8 @@ def test_format_point_cloud_table_scales_as_papers():
     r = {"COV-CD": 0.5, "MMD-CD": 0.0012, "1-NNA-CD": 0.625, "COV-EMD": None, "MMD-EMD": None, "1-NNA-EMD": None}
     row = format_point_cloud_table({"ours": r}).splitlines()[-1]
     assert row.split("|")[1:-1] == [" ours ", " 50.00 ", " 1.20 ", " 62.50 ", " - ", " - ", " - "]
+    table = format_point_cloud_table(dict(r, protocol="4 vs 4 clouds")).splitlines()
+    assert table[2].startswith("|  | 50.00 |") and table[-1] == "protocol: 4 vs 4 clouds"
 
 
 def test_sample_mesh_surface_is_on_the_surface_and_area_weighted():

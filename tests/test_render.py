@@ -183,7 +183,7 @@ def test_depth_unprojects_onto_the_surface_and_into_other_views():
         # ... and nothing there is behind it: the other view sees that point or something in front
         seen = mv.mask[v, 0][row, col] > 0.5
         in_front = mv.depth[v, 0][row, col] <= z + 0.05
-        assert seen.float().mean() > 0.9 and in_front[seen].float().mean() > 0.97
+        assert seen.float().mean() > 0.8 and in_front[seen].float().mean() > 0.97
 
 
 # ---------------------------------------------------------------- mesh renderer
@@ -332,7 +332,9 @@ def test_load_mesh_errors_name_the_file(tmp_path):
     cases = {
         "empty.obj": (b"", "empty"),
         "garbage.glb": (bytes(range(256)) * 4, "not a readable GLB"),
-        "garbage.obj": (b"\x00\xff\xfe hello \x01\x02\n" * 20, ""),
+        "garbage.obj": (b"\x00\xff\xfe hello \x01\x02\n" * 20, "no triangle faces|not a readable OBJ"),
+        "truncated.ply": (b"ply\nformat ascii 1.0\nelement vertex 2\n", "not a readable PLY"),
+        "broken.gltf": (b'{"asset": 1}', "not a readable GLTF"),
         "model.xyz": (b"1 2 3\n", "unsupported mesh extension"),
     }
     for name, (data, what) in cases.items():

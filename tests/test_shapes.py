@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from sar3d_core import shapes
-from sar3d_core.shapes import (CATEGORIES, CATEGORY_WORDS, COLOURS, EXTENT, FLOOR_Z, OBJECT_BOX, PATTERNS, SPLITS, Part,
-                               ProceduralObject, heldout_combinations, make_object, objects_in_split, split_of)
+from sar3d_core.shapes import (CATEGORIES, CATEGORY_WORDS, COLOURS, EXTENT, FLOOR_Z, OBJECT_BOX, PATTERNS, SPLITS,
+                               Part, ProceduralObject, heldout_combinations, make_object, objects_in_split,
+                               split_of)
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +109,32 @@ def test_objects_lie_in_the_box_and_are_normalised(first_objects):
 
 # ------------------------------------------------------------------ primitives against brute force
 
-PRIMITIVES = [Part("box", (0.2, 0.15, 0.1, 0.03), (0.05, 0.0, 0.0), spin=0.4), Part("sphere", (0.2,), (0.0, 0.1, 0.0)),
-              Part("cylinder", (0.15, 0.2), axis="x"), Part("cone", (0.2, 0.05, 0.15), (0.0, 0.0, 0.05), axis="y", spin=0.3),
-              Part("cone", (0.0, 0.2, 0.15)), Part("torus", (0.2, 0.05), axis="y"), Part("capsule", (0.08, 0.15), axis="x"),
+PRIMITIVES = [Part("box", (0.2, 0.15, 0.1, 0.03), (0.05, 0.0, 0.0), spin=0.4),
+              Part("sphere", (0.2,), (0.0, 0.1, 0.0)), Part("cylinder", (0.15, 0.2), axis="x"),
+              Part("cone", (0.2, 0.05, 0.15), (0.0, 0.0, 0.05), axis="y", spin=0.3), Part("cone", (0.0, 0.2, 0.15)),
+              Part("torus", (0.2, 0.05), axis="y"), Part("capsule", (0.08, 0.15), axis="x"),
               Part("box", (0.3, 0.05, 0.1), (0.0, 0.0, 0.1), axis="x", spin=math.pi / 4)]
+
+
+def _inside(part, q):
+    """Membership of points in a primitive, from its defining inequalities (not its SDF)."""
+    x, y, z = part.to_local(q[:, 0].double(), q[:, 1].double(), q[:, 2].double())
+    rho = torch.sqrt(x * x + y * y)
+    if part.shape == "box":
+        hx, hy, hz, r = (*part.size, 0.0)[:4]
+        excess = torch.stack([x.abs() - (hx - r), y.abs() - (hy - r), z.abs() - (hz - r)]).clamp_min(0)
+        return excess.norm(dim=0) <= r
+    if part.shape == "sphere":
+        return x * x + y * y + z * z <= part.size[0] ** 2
+    if part.shape == "cylinder":
+        return (rho <= part.size[0]) & (z.abs() <= part.size[1])
+    if part.shape == "cone":  # the radius grows linearly from r1 at z = -h to r2 at z = h
+        r1, r2, h = part.size
+        return (z.abs() <= h) & (rho <= r1 + (r2 - r1) * (z + h) / (2 * h))
+    if part.shape == "torus":
+        return (rho - part.size[0]) ** 2 + z * z <= part.size[1] ** 2
+    r, h = part.size  # capsule
+    return x * x + y * y + (z - z.clamp(-h, h)) ** 2 <= r * r
 
 
 @pytest.mark.parametrize("part", PRIMITIVES, ids=lambda p: f"{p.shape}-{p.axis}")
@@ -119,13 +142,18 @@ def test_exact_primitive_sdf_equals_distance_to_its_sampled_surface(part):
     obj = _single(part)
     surface = obj.sample_surface(10000)
     assert obj.sdf(surface).abs().max() < 1e-5
-    q = torch.rand(300, 3, generator=torch.Generator().manual_seed(2)) * 0.8 - 0.4
+    g = torch.Generator().manual_seed(2)
+    q = torch.cat([torch.rand(300, 3, generator=g) * 0.8 - 0.4,  # random points, and points near the surface
+                   surface[:300] + 0.02 * torch.randn(300, 3, generator=g)])
     f, nearest = obj.sdf(q), torch.cdist(q, surface).min(1).values
     assert (f.abs() <= nearest + 1e-5).all()  # never more than the distance to a surface point
     assert (nearest - f.abs()).max() < 0.015  # and no less than it, up to the sample spacing
+    inside = _inside(part, q)
+    assert 60 < int(inside.sum()) < 540 and torch.equal(f < 0, inside)
 
 
-@pytest.mark.parametrize("part", [Part("ellipsoid", (0.3, 0.2, 0.1)), Part("dome", (0.3, 0.2, 0.15), spin=0.5)], ids=["ellipsoid", "dome"])
+@pytest.mark.parametrize("part", [Part("ellipsoid", (0.3, 0.2, 0.1)), Part("dome", (0.3, 0.2, 0.15), spin=0.5)],
+                         ids=["ellipsoid", "dome"])
 def test_ellipsoid_sdf_is_a_bound_of_the_distance(part):
     obj = _single(part)
     surface = obj.sample_surface(10000)
@@ -211,7 +239,8 @@ def test_sdf_spheres_contain_no_surface_and_are_tight(one_per_category):
     g = torch.Generator().manual_seed(5)
     for obj in one_per_category:
         surface = obj.sample_surface(4000)
-        q = torch.cat([torch.rand(200, 3, generator=g) - 0.5, surface[:200] + 0.03 * torch.randn(200, 3, generator=g)])
+        q = torch.cat([torch.rand(200, 3, generator=g) - 0.5,
+                       surface[:200] + 0.03 * torch.randn(200, 3, generator=g)])
         f, nearest = obj.sdf(q), torch.cdist(q, surface).min(1).values
         # the ball of radius |sdf(p)| around p holds no surface point
         assert (f.abs() <= nearest + 1e-5).all(), obj.category
@@ -244,7 +273,8 @@ def test_plain_objects_have_their_colour(first_objects):
 
 @pytest.mark.parametrize("pattern", ["striped", "checkered", "dotted", "gradient", "two-tone"])
 def test_patterns_show_both_colours(first_objects, pattern):
-    obj = next(o for o in first_objects if o.attributes["pattern"] == pattern and o.category in ("vase", "house", "snowman", "sofa", "cactus"))
+    obj = next(o for o in first_objects
+               if o.attributes["pattern"] == pattern and o.category in ("vase", "house", "snowman", "sofa", "cactus"))
     pts = obj.sample_surface(4000)
     rgb = obj.color(pts)
     assert rgb.min() >= 0 and rgb.max() <= 1
@@ -270,8 +300,9 @@ def test_colour_is_that_of_the_nearest_part(first_objects):
     accent = torch.tensor([p.role == "accent" for p in obj.parts])[nearest]
     rgb = obj.color(pts)
     assert accent.any() and (~accent).any()
-    assert torch.allclose(rgb[accent], torch.tensor(COLOURS[obj.attributes["secondary_colour"]]).expand(int(accent.sum()), 3))
-    assert torch.allclose(rgb[~accent], torch.tensor(COLOURS[obj.attributes["colour"]]).expand(int((~accent).sum()), 3))
+    c1, c2 = (torch.tensor(COLOURS[obj.attributes[k]]) for k in ("colour", "secondary_colour"))
+    assert torch.allclose(rgb[accent], c2.expand(int(accent.sum()), 3))
+    assert torch.allclose(rgb[~accent], c1.expand(int((~accent).sum()), 3))
 
 
 # ------------------------------------------------------------------ captions
@@ -311,7 +342,8 @@ def test_captions_carry_the_shape_attributes(first_objects):
     assert checked > 100
     for obj in first_objects[:400]:
         if obj.category == "car":
-            style = {"sedan": ("car", "sedan"), "pickup": ("pickup",), "van": ("van", "minivan")}[obj.attributes["style"]]
+            nouns = {"sedan": ("car", "sedan"), "pickup": ("pickup",), "van": ("van", "minivan")}
+            style = nouns[obj.attributes["style"]]
             assert any(re.search(rf"\b{w}\b", obj.caption) for w in style), obj.caption
 
 

@@ -1,0 +1,406 @@
+"""An offline feature network for FID / KID and attribute accuracy on renders (paper Sec. 5.1, Table 1).
+
+The paper scores generated objects by FID and KID on rendered views, i.e. on the 2048-d
+pool features of an ImageNet Inception-V3 (``metrics.inception_features``). Those weights
+come from the internet, and this project never downloads anything in tests or CI
+(DESIGN.md §4). This module is the documented offline substitute: a small CNN trained on
+64 px renders of the procedural world (``shapes``) to tell, from one RGB view on white,
+the category, main and second colour, pattern, finish and the category's shape attributes
+(``"lamp.shade"``, ``"table.legs"``...). It serves two purposes:
+
+* FID / KID features when Inception weights are absent: ``net.features(images) -> (N, D)``,
+  the globally pooled last conv layer (as Inception's pool3), fed to
+  ``metrics.fid_from_features(..., feature_network=net.name)``. Every result must carry
+  ``net.name`` ("sar3d-featnet-v1 (procedural renders, 64 px)"): such numbers compare runs
+  of this project with each other, never with the paper's Inception numbers.
+* Attribute accuracy of any set of renders (``attribute_accuracy``): does the render of a
+  generated "red lamp with a cone shade" look like one to a classifier?
+
+Never train a generator against this network (as a loss, a reward or for selection):
+a metric that has been optimised stops measuring anything (Goodhart), and this one is small
+enough to be fooled. The shipped checkpoint is ``data_samples/feature_net`` (safetensors +
+JSON config + the held-out accuracies it measured); ``python -m sar3d_core.features --out
+data_samples/feature_net`` retrains it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .shapes import CATEGORIES, COLOURS, FINISHES, PATTERNS, objects_in_split
+
+FORMAT = "sar3d-featnet"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "feature_net"
+TRAIN_COMMAND = "python -m sar3d_core.features --out data_samples/feature_net"
+NONE = "none"  # the label of an absent value (the second colour of a plain object)
+GENERAL_HEADS = {"category": CATEGORIES, "colour": tuple(COLOURS), "secondary_colour": tuple(COLOURS) + (NONE,),
+                 "pattern": PATTERNS, "finish": tuple(FINISHES)}
+NOT_LABELS = ("yaw_deg",)  # continuous attributes: not classified
+
+
+def label_of(value) -> str:
+    """An attribute value as a class name: ``None -> "none"``, ``True -> "yes"``, ``4 -> "4"``."""
+    return NONE if value is None else ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+
+def object_labels(obj) -> dict:
+    """Head name -> class name for a procedural object (shape attributes as ``"<category>.<name>"``)."""
+    attributes = {"category": obj.category, **obj.attributes}
+    return _labels_of(attributes)
+
+
+def _labels_of(attributes: dict) -> dict:  # {"category": .., **obj.attributes} -> head labels
+    out = {k: label_of(attributes.get(k)) for k in GENERAL_HEADS if k in attributes}
+    category = attributes.get("category")
+    out.update({f"{category}.{k}": label_of(v) for k, v in attributes.items()
+                if k not in GENERAL_HEADS and k not in NOT_LABELS and k != "category" and "." not in k})
+    out.update({k: label_of(v) for k, v in attributes.items() if "." in k})  # already head names
+    return out
+
+
+def vocabularies(labels) -> dict:
+    """The general heads (from ``shapes``' constants) plus one head per category shape attribute
+    seen in ``labels`` (a list of ``object_labels``)."""
+    shape_heads = {}
+    for d in labels:
+        for head, label in d.items():
+            if head not in GENERAL_HEADS:
+                shape_heads.setdefault(head, set()).add(label)
+    return {**{k: list(v) for k, v in GENERAL_HEADS.items()}, **{k: sorted(shape_heads[k]) for k in sorted(shape_heads)}}
+
+
+@dataclass
+class FeatureNetConfig:
+    """Conv stack (3x3 conv, BatchNorm, ReLU) of ``widths`` / ``strides``; features = the last width.
+
+    The default maps 64 px to 4 x 4 x 192 in 7 convs (about 0.5 M parameters, 30 M
+    multiply-adds per image): small enough to train in minutes on 2 CPU cores. ``heads``:
+    head name -> class names. There is no ``paper`` preset: the paper's network is Inception.
+    """
+
+    name: str = "sar3d-featnet-v1 (procedural renders, 64 px)"
+    image_size: int = 64
+    widths: tuple = (16, 32, 48, 64, 96, 128, 192)
+    strides: tuple = (2, 1, 2, 1, 2, 1, 2)
+    heads: dict = field(default_factory=lambda: {k: list(v) for k, v in GENERAL_HEADS.items()})
+
+    @property
+    def feature_dim(self) -> int:
+        return self.widths[-1]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureNetConfig":
+        known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) - known or len(d.get("widths", ())) != len(d.get("strides", ())):
+            raise ValueError(f"not a FeatureNetConfig: {str(d)[:200]}")
+        d = {**d, "widths": tuple(d.get("widths", cls.widths)), "strides": tuple(d.get("strides", cls.strides))}
+        return cls(**d)
+
+
+class FeatureNet(nn.Module):
+    """Render -> features ``(N, D)`` -> one linear classifier per attribute head."""
+
+    def __init__(self, config: FeatureNetConfig | None = None):
+        super().__init__()
+        self.config = config = config or FeatureNetConfig()
+        layers, c_in = [], 3
+        for width, stride in zip(config.widths, config.strides):
+            layers += [nn.Conv2d(c_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            c_in = width
+        self.body = nn.Sequential(*layers)
+        # module names cannot hold ".": head "lamp.shade" is module "lamp__shade"
+        self.heads = nn.ModuleDict({k.replace(".", "__"): nn.Linear(c_in, len(v)) for k, v in config.heads.items()})
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _prepare(self, images) -> torch.Tensor:
+        x = torch.as_tensor(images)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"images have shape {tuple(x.shape)}: expected RGB (N, 3, H, W) in [0, 1] on white")
+        if x.shape[-2:] != (self.config.image_size,) * 2:
+            x = F.interpolate(x, size=(self.config.image_size,) * 2, mode="bilinear", antialias=True,
+                              align_corners=False)
+        return x * 2 - 1  # [0, 1] -> [-1, 1]
+
+    def forward(self, images) -> tuple[torch.Tensor, dict]:
+        """``images (N, 3, H, W)`` -> (features ``(N, D)``, head name -> logits ``(N, classes)``)."""
+        f_ND = self.body(self._prepare(images).to(next(self.parameters()).device)).mean(dim=(2, 3))  # global avg pool
+        return f_ND, {k: self.heads[k.replace(".", "__")](f_ND) for k in self.config.heads}
+
+    @torch.no_grad()
+    def _batched(self, images, batch_size: int):
+        was_training = self.training
+        self.eval()  # BatchNorm running statistics: one image's features never depend on its batch
+        try:
+            outs = [self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat([f for f, _ in outs]).cpu(), {k: torch.cat([o[1][k] for o in outs]).cpu() for k in self.config.heads}
+
+    def features(self, images, batch_size: int = 256) -> torch.Tensor:
+        """Features ``(N, D)`` for FID / KID; images are resized to ``image_size`` when needed."""
+        return self._batched(images, batch_size)[0]
+
+    def predict(self, images, batch_size: int = 256) -> dict:
+        """Head name -> predicted class per image; a shape head (``"lamp.shade"``) gives None
+        where the predicted category is another one."""
+        _, logits = self._batched(images, batch_size)
+        out = {k: [self.config.heads[k][i] for i in v.argmax(1).tolist()] for k, v in logits.items()}
+        for k in out:
+            if "." in k:
+                out[k] = [p if c == k.split(".")[0] else None for p, c in zip(out[k], out["category"])]
+        return out
+
+    def save_pretrained(self, folder) -> Path:
+        """``folder/config.json`` + ``folder/model.safetensors`` (weights and BatchNorm statistics)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, "version": 1, **asdict(self.config)}
+        (folder / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+                  str(folder / "model.safetensors"), metadata={"format": FORMAT})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder) -> "FeatureNet":
+        """Load a folder written by ``save_pretrained``; FileNotFoundError or ValueError saying what is wrong."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in ("config.json", "model.safetensors"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder / name} not found: a feature network checkpoint holds "
+                                        f"config.json and model.safetensors (train one with {TRAIN_COMMAND})")
+        try:
+            raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{folder / 'config.json'} is not valid JSON: {err}") from None
+        if not isinstance(raw, dict) or raw.pop("format", None) != FORMAT or raw.pop("version", None) != 1:
+            raise ValueError(f"{folder / 'config.json'} is not a {FORMAT} version 1 config")
+        net = cls(FeatureNetConfig.from_dict(raw))
+        try:
+            state = load_file(str(folder / "model.safetensors"))
+        except Exception as err:  # safetensors raises its own error type on a damaged file
+            raise ValueError(f"{folder / 'model.safetensors'} is not a readable safetensors file: {err}") from None
+        expected = net.state_dict()
+        bad = sorted(set(expected) ^ set(state)) + [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        if bad:
+            raise ValueError(f"{folder / 'model.safetensors'} does not match its config.json "
+                             f"(missing, extra or reshaped: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})")
+        net.load_state_dict(state)
+        return net.eval()
+
+
+def load_default() -> FeatureNet:
+    """The shipped checkpoint ``data_samples/feature_net``, in eval mode."""
+    if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+        raise FileNotFoundError(f"the feature network checkpoint {DEFAULT_CHECKPOINT} is missing: "
+                                f"train it with `{TRAIN_COMMAND}` (about 15 minutes on 2 CPU cores)")
+    return FeatureNet.from_pretrained(DEFAULT_CHECKPOINT)
+
+
+# ------------------------------------------------------------------------------ renders, labels
+def random_views(rng: np.random.Generator, n: int) -> torch.Tensor:
+    """``n`` cameras ``(n, 25)``: azimuth uniform, elevation -5..40 deg, radius 1.8..2.0, default fov."""
+    from .cameras import orbit_cameras
+
+    return orbit_cameras(rng.uniform(0, 360, n), rng.uniform(-5, 40, n), rng.uniform(1.8, 2.0, n))
+
+
+def render_objects(objects, views_per_object: int, seed: int = 0, size: int = 64, supersample_share: float = 0.0,
+                   progress: bool = True, desc: str = "renders") -> torch.Tensor:
+    """Each object from ``views_per_object`` random views -> uint8 ``(len(objects) * V, 3, size, size)``;
+    a share of the objects (drawn by ``seed``) is rendered with 2 x 2 supersampling."""
+    from .render import render_sdf
+
+    rng, out = np.random.default_rng(seed), []
+    for obj in tqdm(objects, desc=desc, unit="obj", disable=not progress):
+        c = random_views(rng, views_per_object)
+        s = 2 if rng.random() < supersample_share else 1
+        out.append((render_sdf(obj, c, size, size, supersample=s).rgb * 255).round().to(torch.uint8))
+    return torch.cat(out)
+
+
+def _label_tensor(labels: list, heads: dict) -> torch.Tensor:
+    """Labels (list of head -> class name) -> ``(N, heads)`` class indices, -1 where absent or unknown."""
+    index = {k: {c: i for i, c in enumerate(v)} for k, v in heads.items()}
+    return torch.tensor([[index[k].get(d[k], -1) if k in d else -1 for k in heads] for d in labels],
+                        dtype=torch.long).reshape(len(labels), len(heads))
+
+
+def training_renders(num_objects: int, views_per_object: int, seed: int, size: int = 64,
+                     supersample_share: float = 0.15, cache_dir=None, progress: bool = True):
+    """Renders of the first ``num_objects`` train-split objects -> (uint8 images, labels per image).
+
+    Rendered once into ``<cache>/featnet/`` (data.default_cache_dir); reused only while the
+    objects' labels are unchanged (the procedural world may evolve)."""
+    from .data import default_cache_dir
+
+    objects = objects_in_split("train", num_objects)
+    labels = [object_labels(o) for o in objects for _ in range(views_per_object)]
+    path = Path(cache_dir or default_cache_dir() / "featnet") / \
+        f"train_{num_objects}x{views_per_object}_{size}px_seed{seed}_ss{supersample_share}.pt"
+    if path.is_file():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if cached.get("labels") == json.dumps(labels) and cached["images"].shape == (len(labels), 3, size, size):
+            return cached["images"], labels
+        print(f"{path} was rendered from another version of the procedural world: rendering again")
+    images = render_objects(objects, views_per_object, seed, size, supersample_share, progress, desc="train renders")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"images": images, "labels": json.dumps(labels)}, path)
+    return images, labels
+
+
+# ------------------------------------------------------------------------------ augmentation
+def gaussian_blur(x_NCHW: torch.Tensor, sigma_N: torch.Tensor, radius: int = 3) -> torch.Tensor:
+    """Separable Gaussian blur with one ``sigma`` (pixels) per image; sigma 0 leaves an image unchanged."""
+    N, C, H, W = x_NCHW.shape
+    t = torch.arange(-radius, radius + 1, dtype=x_NCHW.dtype)
+    k_NK = torch.exp(-t ** 2 / (2 * sigma_N.clamp_min(1e-3)[:, None] ** 2))  # exp(-t^2 / 2 sigma^2)
+    k_NK = (k_NK / k_NK.sum(1, keepdim=True)).repeat_interleave(C, 0)
+    x = F.pad(x_NCHW.reshape(1, N * C, H, W), (radius,) * 4, mode="replicate")
+    x = F.conv2d(x, k_NK[:, None, None, :], groups=N * C)  # along width
+    return F.conv2d(x, k_NK[:, None, :, None], groups=N * C).reshape(N, C, H, W)  # along height
+
+
+def augment(x_NCHW: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Mirror, shift (+-4 px), scale (0.87..1.15), blur (sigma 0..1.2 px on half the images), pixel noise:
+    views of the same object that a generator's blurry, off-centre renders resemble."""
+    N = x_NCHW.shape[0]
+    u = torch.rand(N, 6, generator=g)
+    scale, flip = 0.87 + 0.28 * u[:, 0], torch.where(u[:, 1] < 0.5, -1.0, 1.0)
+    theta = torch.zeros(N, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+    theta[:, :, 2] = (u[:, 2:4] - 0.5) * 0.25  # +-0.125 of the half width = +-4 px at 64 px
+    grid = F.affine_grid(theta, list(x_NCHW.shape), align_corners=False)
+    x = F.grid_sample(x_NCHW - 1, grid, align_corners=False) + 1  # zero padding of x - 1: a white border
+    x = gaussian_blur(x, torch.where(u[:, 4] < 0.5, 2.4 * u[:, 4], 0.0))
+    return (x + 0.03 * u[:, 5, None, None, None] * torch.randn(x.shape, generator=g)).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------ training, evaluation
+def _loss(logits: dict, y_NH: torch.Tensor) -> torch.Tensor:
+    """Sum over heads of the cross-entropy of the images that have a label for the head."""
+    total = 0.0
+    for h, (k, z) in enumerate(logits.items()):
+        if (y_NH[:, h] >= 0).any():
+            total = total + F.cross_entropy(z, y_NH[:, h], ignore_index=-1)
+    return total
+
+
+def attribute_accuracy(net: FeatureNet, images, labels: list) -> dict:
+    """Head -> share of images classified as labelled. ``labels[i]``: ``{"category": .., **obj.attributes}``
+    or ``object_labels(obj)``; heads without any labelled image are left out."""
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    y_NH = _label_tensor([_labels_of(d) for d in labels], net.config.heads)
+    _, logits = net._batched(images, 256)
+    out = {}
+    for h, (k, z) in enumerate(logits.items()):
+        has = torch.tensor([k in _labels_of(d) for d in labels], dtype=torch.bool)
+        if has.any():  # an unknown class name (-1) counts as wrong
+            out[k] = float((z.argmax(1)[has] == y_NH[has, h]).float().mean())
+    return out
+
+
+def evaluate_on_split(net: FeatureNet, split: str = "test", count: int = 300, views_per_object: int = 2,
+                      seed: int = 1, blur_sigma: float = 0.0, progress: bool = True) -> dict:
+    """Attribute accuracies on fresh renders of the first ``count`` objects of a held-out split
+    (optionally blurred by ``blur_sigma`` px), plus ``category@heldout_pairs``: the category
+    accuracy on the (category, colour) pairs that never occur in training."""
+    from .shapes import HELDOUT_PAIRS
+
+    objects = objects_in_split(split, count)
+    images = render_objects(objects, views_per_object, seed, net.config.image_size, progress=progress,
+                            desc=f"{split} renders").float() / 255
+    if blur_sigma > 0:
+        images = gaussian_blur(images, torch.full((len(images),), float(blur_sigma)))
+    labels = [{"category": o.category, **o.attributes} for o in objects for _ in range(views_per_object)]
+    acc = attribute_accuracy(net, images, labels)
+    held = [i for i, d in enumerate(labels) if (d["category"], d["colour"]) in HELDOUT_PAIRS]
+    if held:
+        acc["category@heldout_pairs"] = attribute_accuracy(net, images[held], [labels[i] for i in held])["category"]
+    return acc
+
+
+def train_feature_net(out_folder=DEFAULT_CHECKPOINT, num_objects: int = 3000, views_per_object: int = 4,
+                      epochs: int = 6, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
+                      eval_count: int = 300, config: FeatureNetConfig | None = None, progress: bool = True) -> FeatureNet:
+    """Render, train with Adam (one-cycle schedule), evaluate on the test split, save to ``out_folder``
+    (checkpoint + ``metrics.json``). Returns the trained network in eval mode."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    images, labels = training_renders(num_objects, views_per_object, seed, progress=progress)
+    render_s = time.perf_counter() - t0
+    net = FeatureNet(config or FeatureNetConfig(heads=vocabularies(labels)))
+    print(f"{net.name}: {sum(p.numel() for p in net.parameters())} parameters, {len(net.config.heads)} heads, "
+          f"{len(images)} renders of {num_objects} train objects ({render_s:.0f} s)")
+    y_NH = _label_tensor(labels, net.config.heads)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(images), generator=g)
+        bar = tqdm(range(0, len(images), batch_size), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
+        for i in bar:
+            idx = order[i:i + batch_size]
+            _, logits = net(augment(images[idx].float() / 255, g))
+            loss = _loss(logits, y_NH[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    net.eval()
+    train_s = time.perf_counter() - t0 - render_s
+    test = evaluate_on_split(net, "test", eval_count, progress=progress)
+    test_blur = evaluate_on_split(net, "test", eval_count, blur_sigma=1.0, progress=progress)
+    net.save_pretrained(out_folder)
+    metrics = {"feature_network": net.name, "command": f"python -m sar3d_core.features --out {out_folder} "
+               f"--objects {num_objects} --views {views_per_object} --epochs {epochs} --seed {seed}",
+               "train_renders": len(images), "render_seconds": round(render_s), "train_seconds": round(train_s),
+               "threads": torch.get_num_threads(), "test_split": {"objects": eval_count, "views_per_object": 2},
+               "test_accuracy": {k: round(v, 4) for k, v in test.items()},
+               "test_accuracy_blur_sigma_1px": {k: round(v, 4) for k, v in test_blur.items()}}
+    (Path(out_folder) / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    print(json.dumps({k: metrics[k] for k in ("command", "render_seconds", "train_seconds")}))
+    for k in ("category", "colour", "secondary_colour", "pattern", "finish", "category@heldout_pairs"):
+        print(f"  test {k:24s} {test.get(k, float('nan')):.3f}   (blurred 1 px: {test_blur.get(k, float('nan')):.3f})")
+    return net
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="train the offline feature network (FID/KID features, attribute accuracy)")
+    p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder (default data_samples/feature_net)")
+    p.add_argument("--objects", type=int, default=3000, help="train-split objects to render (default 3000)")
+    p.add_argument("--views", type=int, default=4, help="random views per object (default 4)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-count", type=int, default=300, help="test-split objects for the held-out accuracy")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a busy 2-core machine the SDF renderer runs "
+                        "many times faster on one thread than on two)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    train_feature_net(args.out, args.objects, args.views, args.epochs, args.seed, eval_count=args.eval_count)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The offline feature network (sar3d_core/features.py): checkpoints, the shipped classifier, features."""
+import json
+
+import pytest
+import torch
+
+from sar3d_core import features
+from sar3d_core.features import FeatureNet, FeatureNetConfig
+from sar3d_core.shapes import CATEGORIES, objects_in_split
+
+SMALL = FeatureNetConfig(widths=(8, 16), strides=(2, 2),
+                         heads={"category": list(CATEGORIES), "lamp.shade": ["cone", "dome"]})
+
+
+def _random_net(config=SMALL, seed=0):
+    torch.manual_seed(seed)
+    net = FeatureNet(config)
+    with torch.no_grad():  # give BatchNorm running statistics other than (0, 1), so they must be saved too
+        net.train()(torch.rand(16, 3, 64, 64))
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def test_renders():
+    """Two random views of each of the first 24 test-split objects (never seen in training)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the SDF renderer is bound by per-op overhead; one thread is fastest
+    try:
+        objects = objects_in_split("test", 24)
+        images = features.render_objects(objects, 2, seed=123, progress=False).float() / 255
+    finally:
+        torch.set_num_threads(threads)
+    labels = [{"category": o.category, **o.attributes} for o in objects for _ in range(2)]
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return features.load_default()
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
+    net = _random_net()
+    x = torch.rand(5, 3, 64, 64)
+    net.save_pretrained(tmp_path / "ckpt")
+    loaded = FeatureNet.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config == net.config
+    assert torch.equal(loaded.features(x), net.features(x))
+    assert loaded.predict(x) == net.predict(x)
+    assert not torch.equal(_random_net(seed=1).features(x), net.features(x))  # the comparison can fail
+
+
+def test_bad_checkpoints_raise_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        FeatureNet.from_pretrained(tmp_path / "nowhere")
+    folder = _random_net().save_pretrained(tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+
+    (folder / "config.json").write_text(json.dumps({**config, "widths": [8, 32]}))  # weights of another shape
+    with pytest.raises(ValueError, match="does not match"):
+        FeatureNet.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "format": "something-else"}))
+    with pytest.raises(ValueError, match="sar3d-featnet"):
+        FeatureNet.from_pretrained(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        FeatureNet.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="safetensors"):
+        FeatureNet.from_pretrained(folder)
+
+    monkeypatch.setattr(features, "DEFAULT_CHECKPOINT", tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="python -m sar3d_core.features"):
+        features.load_default()
+
+
+def test_gaussian_blur_matches_torchvision():
+    tvf = pytest.importorskip("torchvision.transforms.functional")
+    x = torch.rand(3, 3, 20, 20)
+    sigma = torch.tensor([0.5, 1.0, 1.2])
+    ours = features.gaussian_blur(x, sigma)
+    for i, s in enumerate(sigma.tolist()):  # borders differ (replicate vs reflect padding): compare the inside
+        ref = tvf.gaussian_blur(x[i:i + 1], kernel_size=7, sigma=s)
+        torch.testing.assert_close(ours[i, :, 3:-3, 3:-3], ref[0, :, 3:-3, 3:-3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(features.gaussian_blur(x, torch.zeros(3)), x)  # sigma 0: unchanged
+
+
+def test_labels_from_attributes_and_from_objects_agree():
+    obj = objects_in_split("train", 1)[0]
+    heads = features.object_labels(obj)
+    assert heads == features._labels_of({"category": obj.category, **obj.attributes})
+    assert heads == features._labels_of(heads)
+    assert heads["category"] == obj.category and heads["colour"] == obj.attributes["colour"]
+    assert "yaw_deg" not in heads and any(k.startswith(obj.category + ".") for k in heads)
+    assert features.label_of(None) == "none" and features.label_of(True) == "yes" and features.label_of(3) == "3"
+
+
+def test_shipped_network_recognises_held_out_renders(shipped, test_renders):
+    images, labels = test_renders
+    acc = features.attribute_accuracy(shipped, images, labels)
+    assert acc["category"] >= 0.8, acc
+    assert acc["colour"] >= 0.6, acc
+    # a network with the same layout and random weights fails the same test
+    assert features.attribute_accuracy(_random_net(shipped.config), images, labels)["category"] < 0.5
+    # second way: predict() class names compared with the labels by hand
+    predicted = shipped.predict(images)["category"]
+    assert acc["category"] == pytest.approx(sum(p == d["category"] for p, d in zip(predicted, labels)) / len(labels))
+
+
+def test_shape_heads_answer_only_for_their_predicted_category(shipped, test_renders):
+    images, _ = test_renders
+    predicted = shipped.predict(images)
+    for head, values in predicted.items():
+        if "." in head:
+            category = head.split(".")[0]
+            for value, c in zip(values, predicted["category"]):
+                assert (value is None) == (c != category)
+                assert value is None or value in shipped.config.heads[head]
+
+
+def test_features_are_deterministic_and_separate_categories(shipped, test_renders):
+    images, labels = test_renders
+    f = shipped.features(images)
+    assert f.shape == (len(images), shipped.config.feature_dim) and torch.isfinite(f).all()
+    assert torch.equal(f, shipped.features(images))
+    torch.testing.assert_close(shipped.features(images[:3], batch_size=1), f[:3], atol=1e-5, rtol=1e-5)
+    # resizing: a 128 px render of the same view is downsampled to 64 px first
+    big = torch.nn.functional.interpolate(images[:2], size=128, mode="nearest")
+    torch.testing.assert_close(shipped.features(big), shipped.features(images[:2]), atol=0.05, rtol=0.05)
+
+    d = torch.cdist(f, f)
+    category = [d_["category"] for d_ in labels]
+    same = torch.tensor([[a == b for b in category] for a in category])
+    off_diagonal = ~torch.eye(len(category), dtype=torch.bool)
+    within, between = d[same & off_diagonal].mean(), d[~same].mean()
+    assert within < 0.7 * between, (within, between)
