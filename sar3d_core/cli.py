@@ -28,6 +28,18 @@ def _cmd_data_build(args) -> None:
     print(f"dataset of {args.count} {args.split} objects at {args.size} px in {out}")
 
 
+def _cmd_data_check(args) -> None:
+    from .data import load_views
+    from .views import multiview_consistency
+
+    size = args.size or (None if Path(args.input).is_dir() else 128)  # folders: as stored
+    mv = load_views(args.input, num_views=args.views, size=size)
+    stats = multiview_consistency(mv, tol_px=args.tol_px)
+    print(f"{args.input}: {mv.num_views} views at {mv.size[0]} px, {stats['num_points']} back-projected points; "
+          f"inside the other views' masks ({args.tol_px} px): {stats['inside_mask']:.2%}; "
+          f"free-space consistent ({stats['tol_depth']} units): {stats['free_space']:.2%}")
+
+
 def _cmd_tutorials(args) -> None:
     from .tutorials import run_all
 
@@ -57,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--start", type=int, default=0, help="skip the first START objects of the split")
     b.add_argument("--workers", type=int, default=1, help="rendering processes, one torch thread each (default 1)")
     b.set_defaults(func=_cmd_data_build)
+
+    b = data_sub.add_parser("check", help="multi-view consistency of an object's depth, masks and cameras")
+    b.add_argument("input", help="proc:<seed>, a chunk folder, a G-Objaverse object folder or a mesh file")
+    b.add_argument("--views", type=int, default=12, help="views to use (default 12, or all there are)")
+    b.add_argument("--size", type=int, default=None, help="resize to this size first (default: as stored)")
+    b.add_argument("--tol-px", type=int, default=2, help="mask tolerance in pixels (default 2)")
+    b.set_defaults(func=_cmd_data_check)
 
     p = sub.add_parser("tutorials", help="execute the tutorials with papermill into a folder, with HTML")
     p.add_argument("--out", default="build", help="output folder (default build/)")

@@ -551,3 +551,32 @@ class MultiViewDataset(torch.utils.data.Dataset):
             "seed": seed,
             "id": (ins.read_text(encoding="utf-8").strip() if ins.is_file() else "") or folder.name,
         }
+
+
+# ---------------------------------------------------------------- shipped samples
+def make_samples(out, count: int = 3, size: int = 64) -> list[Path]:
+    """Write the small samples shipped in ``data_samples/``: the first ``count`` test-split
+    objects as chunks (``chunks/<seed>/``) and a vertex-coloured mesh (``meshes/mug.glb``)
+    built from trimesh primitives, so every reader has an input that needs no download."""
+    import trimesh
+
+    from .render import render_sdf
+    from .shapes import objects_in_split
+
+    out = Path(out)
+    written = []
+    for obj in objects_in_split("test", count):
+        mv = render_sdf(obj, chunk_cameras(obj.seed), size, size, supersample=2)
+        written.append(write_chunk(replace(mv, caption=obj.caption), out / "chunks" / f"{obj.seed:06d}",
+                                   ins=f"proc/test/{obj.seed}", overwrite=True))
+    body = trimesh.creation.cylinder(radius=0.25, height=0.6, sections=48)
+    handle = trimesh.creation.torus(major_radius=0.16, minor_radius=0.04, major_sections=32, minor_sections=12)
+    handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+    handle.apply_translation([0.27, 0.0, 0.0])
+    body.visual.vertex_colors = [200, 40, 40, 255]
+    handle.visual.vertex_colors = [240, 240, 240, 255]
+    mug = trimesh.util.concatenate([body, handle])
+    (out / "meshes").mkdir(parents=True, exist_ok=True)
+    mug.export(out / "meshes" / "mug.glb")
+    written.append(out / "meshes" / "mug.glb")
+    return written
