@@ -6,8 +6,11 @@ Subcommands import their modules lazily so ``sar3d --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _cmd_render(args) -> None:
@@ -47,6 +50,141 @@ def _cmd_tutorials(args) -> None:
     print(f"{len(times)} tutorials executed in {sum(times.values()):.0f} s; HTML in {args.out}/")
 
 
+# ------------------------------------------------------------------------------ evaluation
+def _read_clouds(path: str, name: str):
+    """``points (N, P, 3)`` from an .npz file, checked with numpy only (errors before torch loads)."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} {path}: no such file (expected an .npz holding `points` of shape (N, P, 3))")
+    try:
+        with np.load(path, allow_pickle=False) as npz:  # never unpickle a file a user hands over
+            arrays = {k: npz[k] for k in npz.files if k == "points"}
+            names = npz.files
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile):  # TypeError: an .npy
+        raise ValueError(f"{name} {path} is not a readable .npz archive") from None
+    if "points" not in arrays:
+        raise ValueError(f"{name} {path} holds no array `points` (it holds: {', '.join(names) or 'nothing'})")
+    points = arrays["points"]
+    if points.ndim != 3 or points.shape[-1] != 3 or 0 in points.shape:
+        raise ValueError(f"{name} {path}: `points` has shape {points.shape}, expected (N, P, 3) with N, P >= 1")
+    if not np.issubdtype(points.dtype, np.number) or not np.isfinite(points).all():
+        raise ValueError(f"{name} {path}: `points` must be finite numbers")
+    return points
+
+
+def _cmd_eval_points(args) -> None:
+    gen, ref = _read_clouds(args.gen, "GEN"), _read_clouds(args.ref, "REF")
+    if not args.no_emd and gen.shape[1] != ref.shape[1]:
+        raise ValueError(f"GEN has {gen.shape[1]} points per cloud and REF {ref.shape[1]}: EMD is a bijection and "
+                         "needs equal counts (resample both, or pass --no-emd for Chamfer only)")
+    if args.emd_points < 1:
+        raise ValueError(f"--emd-points {args.emd_points} must be at least 1")
+    from .metrics import format_point_cloud_table, point_cloud_metrics
+
+    result = point_cloud_metrics(gen, ref, normalize=None if args.normalize == "none" else args.normalize,
+                                 emd=not args.no_emd, emd_max_points=args.emd_points, seed=args.seed,
+                                 progress=sys.stderr.isatty())
+    print(format_point_cloud_table({f"{Path(args.gen).name} vs {Path(args.ref).name}": result}))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"gen": str(args.gen), "ref": str(args.ref), **result}, indent=1))
+        print(f"wrote {args.json}")
+
+
+def _read_image_set(folder: str, name: str, size: int):
+    """``(N, 3, size, size)`` float RGB on white: a built data set / chunk / G-Objaverse folder
+    (the target views of every object) or a folder of images (alpha composited on white,
+    padded with white to a square, resized)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{name} {path}: no such folder (expected a folder of PNG images or a data set folder)")
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .data import MultiViewDataset
+
+    try:
+        dataset = MultiViewDataset(path, size=size)
+    except FileNotFoundError:  # not a data set: a folder of images
+        dataset = None
+    if dataset is not None:
+        return torch.cat([dataset[i]["target_rgb"] for i in range(len(dataset))]), f"{len(dataset)} objects x 6 target views"
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{name} {path} holds no PNG/JPEG images and is not a data set folder")
+    images = []
+    for file in files:
+        try:
+            im = Image.open(file)
+            im.load()
+        except OSError as err:
+            raise ValueError(f"{name} {file} is not a readable image ({err})") from None
+        rgba = im.convert("RGBA")  # RGB gets alpha 255; palette / LA transparency becomes alpha
+        square = Image.new("RGBA", (max(rgba.size),) * 2, (255, 255, 255, 255))
+        square.alpha_composite(rgba, ((square.width - rgba.width) // 2, (square.height - rgba.height) // 2))
+        rgb = square.convert("RGB").resize((size, size), Image.BICUBIC)
+        images.append(torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(images), f"{len(files)} images"
+
+
+def _cmd_eval_images(args) -> None:
+    import warnings
+
+    if args.size < 16:
+        raise ValueError(f"--size {args.size} must be at least 16 pixels")
+    if args.inception and not Path(args.inception).is_file():
+        raise FileNotFoundError(f"--inception {args.inception}: no such file (pytorch-fid's "
+                                "pt_inception-2015-12-05-6726825d.pth)")
+    gen, gen_what = _read_image_set(args.gen, "GEN", args.size)
+    ref, ref_what = _read_image_set(args.ref, "REF", args.size)
+    for name, x in (("GEN", gen), ("REF", ref)):
+        if len(x) < 2:
+            raise ValueError(f"{name} has {len(x)} image: FID and KID need at least 2 per set")
+    from .metrics import fid_from_features, inception_features, kid_from_features
+
+    progress = sys.stderr.isatty()
+    if args.inception:
+        network = "inception-v3-fid (pytorch-fid weights)"
+        f_gen, f_ref = (inception_features(x, weights_path=args.inception, progress=progress) for x in (gen, ref))
+        note = "comparable with published FID/KID only if the reference set and image protocol match too"
+    else:
+        from .features import FeatureNet, load_default
+
+        net = FeatureNet.from_pretrained(args.featnet) if args.featnet else load_default()
+        network = net.name
+        f_gen, f_ref = net.features(gen), net.features(ref)
+        note = "offline feature network: compares runs of this project, never the paper's Inception numbers"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's "singular matrix" from sqrtm: said below in words
+        fid = fid_from_features(f_gen, f_ref, feature_network=network)
+    kid = kid_from_features(f_gen, f_ref, num_subsets=args.kid_subsets, subset_size=args.kid_subset_size,
+                            seed=args.seed, feature_network=network)
+    print(f"GEN {args.gen}: {gen_what}; REF {args.ref}: {ref_what}; {args.size} px")
+    print(f"FID {fid['FID']:.3f}   KID {kid['KID']:.5f} +- {kid['KID-std']:.5f} "
+          f"(x100: {100 * kid['KID']:.3f} %; {kid['num_subsets']} subsets of {kid['subset_size']})")
+    print(f"feature network: {network} ({note})")
+    if min(len(f_gen), len(f_ref)) <= f_gen.shape[1]:
+        print(f"note: {min(len(f_gen), len(f_ref))} images for {f_gen.shape[1]} feature dimensions: the covariances are "
+              "singular and FID is biased upward; compare FIDs only at equal set sizes (KID is unbiased)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"gen": str(args.gen), "ref": str(args.ref), "size": args.size,
+                                               "num_images": [len(gen), len(ref)], **fid, **kid}, indent=1))
+        print(f"wrote {args.json}")
+
+
+def _cmd_train_featnet(args) -> None:
+    from .features import main as train_main
+
+    options = {"--out": args.out, "--objects": args.objects, "--views": args.views, "--epochs": args.epochs,
+               "--seed": args.seed, "--eval-count": args.eval_count, "--threads": args.threads}
+    # only what was given: the defaults stay those of sar3d_core.features
+    train_main([str(a) for k, v in options.items() if v is not None for a in (k, v)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sar3d", description="SAR3D step by step: data, models and tutorials.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +220,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="the shrunken CI version of every notebook")
     p.add_argument("--only", default=None, help="run only notebooks whose name contains this")
     p.set_defaults(func=_cmd_tutorials)
+
+    p = sub.add_parser("eval", help="evaluation metrics of the paper's Table 1 (Sec. 5.1)")
+    eval_sub = p.add_subparsers(dest="eval_command", required=True)
+    e = eval_sub.add_parser("points", help="COV, MMD and 1-NNA (Chamfer and EMD) of generated vs reference point clouds")
+    e.add_argument("gen", help="GEN.npz holding `points` (N, P, 3): the generated shapes")
+    e.add_argument("ref", help="REF.npz holding `points` (M, P, 3): the reference shapes")
+    e.add_argument("--no-emd", action="store_true", help="Chamfer only (EMD costs about 0.15 s per pair at 1024 points)")
+    e.add_argument("--emd-points", type=int, default=1024,
+                   help="EMD is exact up to this many points, else on a seeded random subset of them (default 1024)")
+    e.add_argument("--normalize", default="bbox_unit_cube", choices=["bbox_unit_cube", "none"],
+                   help="per-shape normalisation before the distances (default bbox_unit_cube)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the EMD subset (default 0)")
+    e.add_argument("--json", default=None, metavar="OUT", help="also write the raw metrics to this JSON file")
+    e.set_defaults(func=_cmd_eval_points)
+
+    e = eval_sub.add_parser("images", help="FID and KID of generated vs reference renders")
+    e.add_argument("gen", help="a folder of PNG images (RGBA composited on white) or a data set / chunk folder")
+    e.add_argument("ref", help="the same for the reference set (data sets give their 6 target views per object)")
+    e.add_argument("--inception", default=None, metavar="PATH",
+                   help="pytorch-fid's Inception weights file: use Inception-V3 (as the paper) instead of "
+                        "the shipped offline feature network")
+    e.add_argument("--featnet", default=None, metavar="FOLDER",
+                   help="a feature network checkpoint folder (default: the shipped data_samples/feature_net)")
+    e.add_argument("--size", type=int, default=64, help="images are resized to this size first (default 64)")
+    e.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
+    e.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size, clipped to the sets (default 1000)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the KID subsets (default 0)")
+    e.add_argument("--json", default=None, metavar="OUT", help="also write the raw metrics to this JSON file")
+    e.set_defaults(func=_cmd_eval_images)
+
+    p = sub.add_parser("train", help="train a model")
+    train_sub = p.add_subparsers(dest="train_command", required=True)
+    t = train_sub.add_parser("featnet", help="the offline feature network for FID/KID and attribute accuracy",
+                             description="Train the offline feature network, as python -m sar3d_core.features "
+                                         "(same options; an option left out takes that module's default).")
+    # the options of sar3d_core.features.main (tests/test_eval_cli.py checks they match)
+    t.add_argument("--out", help="checkpoint folder (default: the shipped data_samples/feature_net)")
+    t.add_argument("--objects", type=int, help="train-split objects to render")
+    t.add_argument("--views", type=int, help="random views per object")
+    t.add_argument("--epochs", type=int, help="training epochs")
+    t.add_argument("--seed", type=int, help="seed of the renders, the initialisation and the batches")
+    t.add_argument("--eval-count", type=int, help="test-split objects for the held-out accuracy")
+    t.add_argument("--threads", type=int, help="torch CPU threads (the SDF renderer is fastest on one thread "
+                                               "on a busy 2-core machine)")
+    t.set_defaults(func=_cmd_train_featnet)
     return parser
 
 
