@@ -16,6 +16,11 @@ the category, main and second colour, pattern, finish and the category's shape a
 * Attribute accuracy of any set of renders (``attribute_accuracy``): does the render of a
   generated "red lamp with a cone shade" look like one to a classifier?
 
+Held-out accuracies of the shipped checkpoint (600 renders of test-split objects, in its
+``metrics.json``): category 0.97, main colour 0.72 (0.99 on plain objects; on a checkered
+one the two colours cover equal areas), pattern 0.71, finish 0.53 (matte vs glossy is
+chance at 64 px: ignore that head).
+
 Never train a generator against this network (as a loss, a reward or for selection):
 a metric that has been optimised stops measuring anything (Goodhart), and this one is small
 enough to be fooled. The shipped checkpoint is ``data_samples/feature_net`` (safetensors +
