@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(same options; an option left out takes that module's default).")
     # the options of sar3d_core.features.main (tests/test_eval_cli.py checks they match)
     t.add_argument("--out", help="checkpoint folder (default: the shipped data_samples/feature_net)")
-    t.add_argument("--objects", type=int, help="train-split objects to render")
+    t.add_argument("--objects", type=int, help="train- and val-split objects to render")
     t.add_argument("--views", type=int, help="random views per object")
     t.add_argument("--epochs", type=int, help="training epochs")
     t.add_argument("--seed", type=int, help="seed of the renders, the initialisation and the batches")
