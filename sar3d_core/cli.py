@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -205,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=64, help="image size (default 64)")
     b.add_argument("--split", default="train", choices=["train", "val", "test"])
     b.add_argument("--start", type=int, default=0, help="skip the first START objects of the split")
-    b.add_argument("--workers", type=int, default=1, help="rendering processes, one torch thread each (default 1)")
+    b.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="rendering processes, one torch thread each (default: one per CPU core)")
     b.set_defaults(func=_cmd_data_build)
 
     b = data_sub.add_parser("check", help="multi-view consistency of an object's depth, masks and cameras")
