@@ -3,7 +3,7 @@
 The paper trains on G-Objaverse renders (Sec. 5.1: about 176K Objaverse objects, 40 views
 each) with captions from 3DTopia, preprocessed into the SAR3D/LN3Diff "chunk" layout. This
 module reads those formats into a ``views.MultiView`` and writes the same layout for the
-procedural world of ``shapes``, so one loader serves the real and the small data:
+procedural world of ``world``, so one loader serves the real and the small data:
 
 * ``read_chunk`` / ``write_chunk``: one object, 12 views tiled left to right::
 
@@ -383,7 +383,7 @@ def load_views(spec: str, num_views: int = 12, size: int = 64) -> MultiView:
             raise ValueError(f"{spec!r}: expected proc:<integer seed>") from None
         if num_views > 12:
             raise ValueError(f"num_views={num_views}: a procedural object is rendered from at most 12 chunk cameras")
-        from .shapes import make_object
+        from .world import make_object
 
         obj = make_object(seed)
         mv = render_sdf(obj, chunk_cameras(seed)[:num_views], size, size, supersample=2)
@@ -445,7 +445,7 @@ def build_dataset(out=None, count: int = 100, size: int = 64, split: str = "trai
 
     from tqdm.auto import tqdm
 
-    from .shapes import objects_in_split
+    from .world import objects_in_split
 
     out = Path(out).expanduser() if out is not None else default_cache_dir() / f"proc_{split}_{size}"
     out.mkdir(parents=True, exist_ok=True)
@@ -561,7 +561,7 @@ def make_samples(out, count: int = 3, size: int = 64) -> list[Path]:
     import trimesh
 
     from .render import render_sdf
-    from .shapes import objects_in_split
+    from .world import objects_in_split
 
     out = Path(out)
     written = []

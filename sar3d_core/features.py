@@ -4,7 +4,7 @@ The paper scores generated objects by FID and KID on rendered views, i.e. on the
 pool features of an ImageNet Inception-V3 (``metrics.inception_features``). Those weights
 come from the internet, and this project never downloads anything in tests or CI
 (DESIGN.md §4). This module is the documented offline substitute: a small CNN trained on
-64 px renders of the procedural world (``shapes``) to tell, from one RGB view on white,
+64 px renders of the procedural world (``world``) to tell, from one RGB view on white,
 the category, main and second colour, pattern, finish and the category's shape attributes
 (``"lamp.shade"``, ``"table.legs"``...). It serves two purposes:
 
@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .shapes import CATEGORIES, COLOURS, FINISHES, PATTERNS, make_object, objects_in_split, split_of
+from .world import CATEGORIES, COLOURS, FINISHES, PATTERNS, make_object, objects_in_split, split_of
 
 FORMAT = "sar3d-featnet"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "feature_net"
@@ -73,7 +73,7 @@ def _labels_of(attributes: dict) -> dict:  # {"category": .., **obj.attributes} 
 
 
 def vocabularies(labels) -> dict:
-    """The general heads (from ``shapes``' constants) plus one head per category shape attribute
+    """The general heads (from ``world``'s constants) plus one head per category shape attribute
     seen in ``labels`` (a list of ``object_labels``)."""
     shape_heads = {}
     for d in labels:
@@ -357,7 +357,7 @@ def evaluate_on_split(net: FeatureNet, split: str = "test", count: int = 300, vi
     """Attribute accuracies on fresh renders of the first ``count`` objects of a held-out split
     (optionally blurred by ``blur_sigma`` px), plus ``category@heldout_pairs``: the category
     accuracy on the (category, colour) pairs that never occur in training."""
-    from .shapes import HELDOUT_PAIRS
+    from .world import HELDOUT_PAIRS
 
     objects = objects_in_split(split, count)
     images = render_objects(objects, views_per_object, seed, net.config.image_size, progress=progress,

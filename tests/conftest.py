@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from sar3d_core.world import CATEGORIES, make_object
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_DATA = REPO_ROOT.parent / "shared" / "reference_data"
 
@@ -13,3 +15,17 @@ def reference_path(*parts) -> Path:
     if not path.exists():
         pytest.skip(f"real reference sample {path} is absent (it lives outside the repository, in ../shared)")
     return path
+
+
+@pytest.fixture(scope="session")
+def first_objects():
+    """The objects of seeds 0..499 (tests/test_shapes.py and tests/test_world.py share them)."""
+    return [make_object(seed) for seed in range(500)]
+
+
+@pytest.fixture(scope="session")
+def one_per_category(first_objects):
+    found = {}
+    for obj in first_objects:
+        found.setdefault(obj.category, obj)
+    return [found[c] for c in CATEGORIES]

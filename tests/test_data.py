@@ -316,7 +316,7 @@ def test_write_chunk_is_atomic(tmp_path, sphere, monkeypatch):
 
 
 def test_load_views_dispatch_and_errors(chunk, tmp_path):
-    from sar3d_core.shapes import make_object
+    from sar3d_core.world import make_object
 
     assert load_views(str(chunk), num_views=4, size=16).rgb.shape == (4, 3, 16, 16)
     proc = load_views("proc:3", num_views=2, size=16)
@@ -362,7 +362,7 @@ def fake_world(monkeypatch, fail_at=None):
             raise RuntimeError("renderer crashed")
         return sphere_views(c, size=height, s=1, caption=None)
 
-    monkeypatch.setattr("sar3d_core.shapes.objects_in_split", lambda split, count, start=0:
+    monkeypatch.setattr("sar3d_core.world.objects_in_split", lambda split, count, start=0:
                         [FakeObject(s) for s in range(start, start + count)])
     monkeypatch.setattr("sar3d_core.render.render_sdf", render)
     return calls
@@ -414,7 +414,7 @@ def test_dataset_of_gobjaverse_folders_with_few_views(tmp_path, sphere):
 
 
 def test_build_procedural_dataset_and_read_it_back(tmp_path):
-    from sar3d_core.shapes import make_object
+    from sar3d_core.world import make_object
 
     out = build_dataset(tmp_path / "proc", 2, size=32, supersample=1, progress=False)
     ds = MultiViewDataset(out)

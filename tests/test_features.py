@@ -6,7 +6,7 @@ import torch
 
 from sar3d_core import features
 from sar3d_core.features import FeatureNet, FeatureNetConfig
-from sar3d_core.shapes import CATEGORIES, objects_in_split
+from sar3d_core.world import CATEGORIES, objects_in_split
 
 SMALL = FeatureNetConfig(widths=(8, 16), strides=(2, 2),
                          heads={"category": list(CATEGORIES), "lamp.shade": ["cone", "dome"]})
