@@ -1,0 +1,277 @@
+"""Triplane decoder, triplane field and volume rendering (paper Sec. 4.1, Supp. B, Fig. 2).
+
+The decoder ``D`` of Alg. 2 (Supp. B) turns the reconstructed latent triplane
+``f_hat (B, 3, C, h, w)`` into a feature triplane ``T (B, 3, F, H', W')`` "in a plane-wise
+manner" (Fig. 2): the same conv upsampler runs on each plane, the planes folded into the
+batch. A small MLP reads the summed plane features at a 3D point and gives a density and a
+colour; volume rendering (NeRF [44], Sec. 4.1) turns them into the RGB-D images and masks
+that the reconstruction loss of Eq. 8 compares to the ground truth.
+
+Conventions (DESIGN.md §4):
+
+* The three planes cover the object box ``[-b, b]^3`` (``b = shapes.OBJECT_BOX = 0.45``),
+  in the order ``(xy, xz, yz)``. Plane ``p`` is indexed by ``(u, v)``: xy: ``(u, v) = (x, y)``,
+  xz: ``(x, z)``, yz: ``(y, z)``. ``u`` runs along the width (columns, ``grid_sample``'s
+  first grid coordinate), ``v`` along the height (rows).
+* ``align_corners=False``: a plane of ``W`` columns tiles ``[-b, b]`` edge to edge, so
+  column ``j`` has its centre at ``u = -b + (j + 0.5) 2b / W`` (pixel centres at +0.5, as
+  for images). Points beyond the outermost centres take the border value.
+* Features of the three planes are summed (as in LN3Diff's triplane renderer; EG3D takes
+  the mean), so the MLP input has ``F`` channels whatever the number of planes.
+* Distances ``t`` are along unit world rays (``cameras.camera_rays``); ``render_views``
+  converts the depth it returns to planar camera z with ``cameras.ray_depth_scale``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cameras import camera_rays, ray_depth_scale
+from .config import NUM_PLANES, SAR3DConfig
+from .shapes import OBJECT_BOX
+
+# (u, v) world axes of each plane, in plane order (xy, xz, yz)
+PLANE_AXES = ((0, 1), (0, 2), (1, 2))
+
+
+@dataclass
+class TriplaneSettings:
+    """Sizes of the decoder and field. ``decoder_channels[k]`` is the width at ``h * 2^k``."""
+
+    feature_channels: int = 16  # F, channels of the decoded feature triplane
+    decoder_channels: tuple = (32, 32, 32)  # tiny: 8 -> 16 -> 32
+    mlp_hidden: int = 32
+    mlp_layers: int = 2
+    density_bias: float = -4.0  # softplus(-4) * 10 = 0.18 per unit: start nearly empty
+    density_scale: float = 10.0
+    num_samples: int = 24  # samples per ray inside the box
+    bound: float = OBJECT_BOX
+
+    @classmethod
+    def paper(cls) -> "TriplaneSettings":
+        # 16 -> 128 feature planes, as LN3Diff decodes its latent to a 256-wide triplane
+        return cls(feature_channels=32, decoder_channels=(128, 128, 64, 32), mlp_hidden=64, num_samples=96)
+
+    @classmethod
+    def from_config(cls, cfg: SAR3DConfig) -> "TriplaneSettings":
+        """The preset of ``cfg.name``, overridden by ``cfg.extra["triplane"]`` (a dict)."""
+        base = cls.paper() if cfg.name == "paper" else cls()
+        overrides = dict(cfg.extra.get("triplane", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(overrides) - known:
+            raise ValueError(f"cfg.extra['triplane'] has unknown keys {sorted(set(overrides) - known)}")
+        return dataclasses.replace(base, **overrides)
+
+
+class TriplaneDecoder(nn.Module):
+    """Latent triplane ``(B, 3, C, h, w)`` -> feature triplane ``(B, 3, F, h 2^K, w 2^K)``."""
+
+    def __init__(self, latent_channels: int, feature_channels: int, decoder_channels=(32, 32, 32)):
+        super().__init__()
+        if len(decoder_channels) < 1:
+            raise ValueError("decoder_channels needs at least one width")
+        self.latent_channels, self.feature_channels = latent_channels, feature_channels
+        self.upsample_factor = 2 ** (len(decoder_channels) - 1)
+        self.conv_in = nn.Conv2d(latent_channels, decoder_channels[0], 3, padding=1)
+        self.stages = nn.ModuleList()
+        for c_in, c_out in zip(decoder_channels[:-1], decoder_channels[1:]):
+            self.stages.append(nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.SiLU(),
+                nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU(),
+            ))
+        self.conv_out = nn.Conv2d(decoder_channels[-1], feature_channels, 3, padding=1)
+
+    @classmethod
+    def from_config(cls, cfg: SAR3DConfig, settings: TriplaneSettings | None = None) -> "TriplaneDecoder":
+        s = settings or TriplaneSettings.from_config(cfg)
+        return cls(cfg.latent_channels, s.feature_channels, s.decoder_channels)
+
+    def forward(self, f_B3Chw: torch.Tensor) -> torch.Tensor:
+        if f_B3Chw.ndim != 5 or f_B3Chw.shape[1] != NUM_PLANES or f_B3Chw.shape[2] != self.latent_channels:
+            raise ValueError(
+                f"latent triplane has shape {tuple(f_B3Chw.shape)}: expected (B, 3, {self.latent_channels}, h, w)")
+        B = f_B3Chw.shape[0]
+        x = f_B3Chw.flatten(0, 1)  # (B*3, C, h, w): one conv stack shared by the planes
+        x = F.silu(self.conv_in(x))
+        for stage in self.stages:
+            x = stage(x)
+        x = self.conv_out(x)  # (B*3, F, H', W')
+        return x.unflatten(0, (B, NUM_PLANES))
+
+
+def plane_uv(points_BN3: torch.Tensor, bound: float = OBJECT_BOX) -> torch.Tensor:
+    """World points -> normalised plane coordinates in ``[-1, 1]``: ``(B, 3, N, 2)``."""
+    uv = torch.stack([points_BN3[..., list(axes)] for axes in PLANE_AXES], dim=1)
+    return uv / bound
+
+
+def sample_triplane(planes_B3FHW: torch.Tensor, points_BN3: torch.Tensor, bound: float = OBJECT_BOX) -> torch.Tensor:
+    """Bilinear features of each plane at the points' projections, summed -> ``(B, N, F)``.
+
+    ``feat(p) = T_xy(x, y) + T_xz(x, z) + T_yz(y, z)``.
+    """
+    if planes_B3FHW.ndim != 5 or planes_B3FHW.shape[1] != NUM_PLANES:
+        raise ValueError(f"planes have shape {tuple(planes_B3FHW.shape)}: expected (B, 3, F, H, W)")
+    if points_BN3.ndim != 3 or points_BN3.shape[-1] != 3 or points_BN3.shape[0] != planes_B3FHW.shape[0]:
+        raise ValueError(f"points have shape {tuple(points_BN3.shape)}: expected (B={planes_B3FHW.shape[0]}, N, 3)")
+    B, P, C, H, W = planes_B3FHW.shape
+    grid = plane_uv(points_BN3, bound).flatten(0, 1)[:, None]  # (B*3, 1, N, 2), grid[..., 0] -> columns
+    feat = F.grid_sample(planes_B3FHW.flatten(0, 1), grid.to(planes_B3FHW.dtype), mode="bilinear",
+                         padding_mode="border", align_corners=False)  # (B*3, F, 1, N)
+    return feat[:, :, 0].unflatten(0, (B, P)).sum(1).transpose(1, 2)  # (B, N, F)
+
+
+class TriplaneField(nn.Module):
+    """MLP on summed triplane features -> density ``sigma >= 0`` and colour in ``[0, 1]``.
+
+    ``trunk_features`` is the shared hidden code: an SDF head (FlexiCubes, Sec. 4.1 Eq. 9)
+    attaches to it as one more linear layer, next to ``density_head`` and ``color_head``.
+    """
+
+    def __init__(self, feature_channels: int, hidden: int = 32, layers: int = 2,
+                 density_bias: float = -4.0, density_scale: float = 10.0, bound: float = OBJECT_BOX):
+        super().__init__()
+        self.bound, self.density_bias, self.density_scale = bound, density_bias, density_scale
+        mods, width = [], feature_channels
+        for _ in range(layers):
+            mods += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        self.trunk = nn.Sequential(*mods)
+        self.density_head = nn.Linear(hidden, 1)
+        self.color_head = nn.Linear(hidden, 3)
+
+    @classmethod
+    def from_config(cls, cfg: SAR3DConfig, settings: TriplaneSettings | None = None) -> "TriplaneField":
+        s = settings or TriplaneSettings.from_config(cfg)
+        return cls(s.feature_channels, s.mlp_hidden, s.mlp_layers, s.density_bias, s.density_scale, s.bound)
+
+    def trunk_features(self, planes_B3FHW, points_BN3) -> torch.Tensor:
+        return self.trunk(sample_triplane(planes_B3FHW, points_BN3, self.bound))  # (B, N, hidden)
+
+    def query(self, planes_B3FHW, points_BN3) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sigma (B, N), rgb (B, N, 3))`` at world points; ``sigma = 0`` outside the box."""
+        h_BNh = self.trunk_features(planes_B3FHW, points_BN3)
+        # sigma = s * softplus(raw + b): b < 0 makes a fresh field nearly empty space
+        sigma_BN = self.density_scale * F.softplus(self.density_head(h_BNh)[..., 0] + self.density_bias)
+        inside_BN = (points_BN3.abs() <= self.bound + 1e-4).all(-1)
+        sigma_BN = sigma_BN * inside_BN
+        rgb_BN3 = torch.sigmoid(self.color_head(h_BNh))
+        return sigma_BN, rgb_BN3
+
+
+def ray_box_interval(origins, dirs, bound: float = OBJECT_BOX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slab test against ``[-bound, bound]^3`` -> ``(near, far)``; a ray misses when ``far <= near``.
+
+    ``near`` is clamped to 0 (a camera inside the box starts at its centre).
+    """
+    safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
+    t0, t1 = (-bound - origins) / safe, (bound - origins) / safe
+    near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)
+    far = torch.maximum(t0, t1).amin(-1)
+    return near, far
+
+
+def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratified: bool = False,
+                  generator: torch.Generator | None = None, depth_scale=None, background: float = 1.0) -> dict:
+    """Render rays ``(B, R, 3)`` through ``field_fn(points (B, N, 3)) -> (sigma (B, N), rgb (B, N, 3))``.
+
+    ``[near, far]`` is cut into ``num_samples`` equal bins; sample ``i`` sits at the bin's
+    middle (or uniformly inside it when ``stratified``) and stands for the whole bin, so
+    ``delta_i`` is the bin width and ``sum_i delta_i = far - near``. Rays with
+    ``far <= near`` (they miss the box) get opacity 0 and the background colour.
+
+    Returns ``rgb (B, R, 3)`` composited on ``background`` (white), ``opacity (B, R)``,
+    ``depth (B, R)`` = ``sum_i w_i t_i`` (goes to 0 on empty rays, as ground-truth depth maps
+    do), ``expected_depth (B, R)`` = ``depth / opacity`` (the mean hit distance given a hit),
+    ``weights (B, R, S)`` and ``t (B, R, S)``. Depths are distances along the ray, or planar
+    when ``depth_scale (B, R)`` (distance per unit planar depth) is given: ``z = t / scale``.
+    """
+    if origins.ndim != 3 or origins.shape[-1] != 3 or dirs.shape != origins.shape:
+        raise ValueError(f"origins {tuple(origins.shape)} and dirs {tuple(dirs.shape)} must both be (B, R, 3)")
+    if near.shape != origins.shape[:2] or far.shape != origins.shape[:2]:
+        raise ValueError(f"near {tuple(near.shape)} and far {tuple(far.shape)} "
+                         f"must be (B, R) = {tuple(origins.shape[:2])}")
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples={num_samples} must be a positive integer")
+    B, R, _ = origins.shape
+    S = int(num_samples)
+    far = torch.maximum(far, near)  # a missed ray: empty interval, every delta 0
+    delta_BR = (far - near) / S
+    offset = torch.arange(S, dtype=origins.dtype, device=origins.device)
+    if stratified:
+        offset = offset + torch.rand(B, R, S, generator=generator, dtype=origins.dtype, device=origins.device)
+    else:
+        offset = (offset + 0.5).expand(B, R, S)
+    t_BRS = near[..., None] + delta_BR[..., None] * offset
+    points = origins[:, :, None] + t_BRS[..., None] * dirs[:, :, None]  # (B, R, S, 3)
+    sigma, rgb = field_fn(points.reshape(B, R * S, 3))
+    if sigma.shape != (B, R * S) or rgb.shape != (B, R * S, 3):
+        raise ValueError(f"field_fn returned sigma {tuple(sigma.shape)}, rgb {tuple(rgb.shape)}: "
+                         f"expected ({B}, {R * S}) and ({B}, {R * S}, 3)")
+    sigma_BRS, rgb_BRS3 = sigma.reshape(B, R, S), rgb.reshape(B, R, S, 3)
+
+    # Volume rendering (NeRF [44]) of C(r) = int T(t) sigma(t) c(t) dt, T(t) = exp(-int_0^t sigma):
+    #   \hat{C} = \sum_i T_i \alpha_i c_i,  T_i = \exp(-\sum_{j<i} \sigma_j \delta_j),
+    #   \alpha_i = 1 - \exp(-\sigma_i \delta_i),  w_i = T_i \alpha_i
+    tau_BRS = sigma_BRS * delta_BR[..., None]
+    alpha_BRS = 1.0 - torch.exp(-tau_BRS)
+    T_BRS = torch.exp(-(torch.cumsum(tau_BRS, -1) - tau_BRS))  # exclusive sum: j < i
+    w_BRS = T_BRS * alpha_BRS
+    opacity_BR = w_BRS.sum(-1)
+    rgb_BR3 = (w_BRS[..., None] * rgb_BRS3).sum(-2) + (1.0 - opacity_BR[..., None]) * background
+    depth_BR = (w_BRS * t_BRS).sum(-1)
+    if depth_scale is not None:
+        if depth_scale.shape != (B, R):
+            raise ValueError(f"depth_scale has shape {tuple(depth_scale.shape)}: expected ({B}, {R})")
+        depth_BR = depth_BR / depth_scale
+    return {"rgb": rgb_BR3, "opacity": opacity_BR, "depth": depth_BR,
+            "expected_depth": depth_BR / opacity_BR.clamp(min=1e-8), "weights": w_BRS, "t": t_BRS}
+
+
+def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int, num_samples: int,
+                 ray_subset: int | None = None, generator: torch.Generator | None = None,
+                 stratified: bool = False, chunk: int | None = None) -> dict:
+    """Render the triplane from cameras ``c (B, V, 25)``.
+
+    Full images (``ray_subset=None``): ``rgb (B, V, 3, H, W)``, ``depth (B, V, 1, H, W)``
+    planar and ``sum_i w_i z_i`` (0 where empty), ``mask (B, V, 1, H, W)`` the opacity.
+    ``ray_subset=n``: ``n`` rays per object drawn without replacement (with ``generator``):
+    ``rgb (B, n, 3)``, ``depth (B, n)``, ``mask (B, n)`` and their pixels ``index (B, n)``
+    into the flattened ``(V, H, W)`` grid, also split into ``view``, ``row``, ``col``.
+    ``chunk`` renders at most that many rays per call of the field (memory).
+    """
+    if c.ndim != 3 or c.shape[-1] != 25 or c.shape[0] != planes_B3FHW.shape[0]:
+        raise ValueError(f"cameras c have shape {tuple(c.shape)}: expected (B={planes_B3FHW.shape[0]}, V, 25)")
+    B, V = c.shape[:2]
+    origins, dirs = camera_rays(c, height, width)  # (B, V, H, W, 3)
+    origins, dirs = origins.reshape(B, -1, 3), dirs.reshape(B, -1, 3)
+    scale = ray_depth_scale(c, height, width).reshape(B, -1)
+    if ray_subset is not None:
+        n = int(ray_subset)
+        if not 1 <= n <= origins.shape[1]:
+            raise ValueError(f"ray_subset={ray_subset} must be between 1 and V*H*W = {origins.shape[1]}")
+        index = torch.rand(B, origins.shape[1], generator=generator).argsort(-1)[:, :n]
+        origins, dirs, scale = (x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])) if x.ndim == 3
+                                else x.gather(1, index) for x in (origins, dirs, scale))
+    near, far = ray_box_interval(origins, dirs, field.bound)
+    field_fn = lambda pts: field.query(planes_B3FHW, pts)  # noqa: E731
+    R = origins.shape[1]
+    step = R if chunk is None else int(chunk)
+    parts = [volume_render(field_fn, origins[:, i:i + step], dirs[:, i:i + step], near[:, i:i + step],
+                           far[:, i:i + step], num_samples, stratified, generator, scale[:, i:i + step])
+             for i in range(0, R, step)]
+    rgb, depth, mask = (torch.cat([p[k] for p in parts], 1) for k in ("rgb", "depth", "opacity"))
+    if ray_subset is not None:
+        pix = index % (height * width)
+        return {"rgb": rgb, "depth": depth, "mask": mask, "index": index,
+                "view": index // (height * width), "row": pix // width, "col": pix % width}
+    return {
+        "rgb": rgb.reshape(B, V, height, width, 3).permute(0, 1, 4, 2, 3),
+        "depth": depth.reshape(B, V, 1, height, width),
+        "mask": mask.reshape(B, V, 1, height, width),
+    }

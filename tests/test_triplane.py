@@ -1,0 +1,219 @@
+"""Triplane decoder, field and volume rendering against closed forms (paper Sec. 4.1)."""
+import math
+
+import pytest
+import torch
+
+from sar3d_core.cameras import camera_centres, camera_rays, orbit_cameras, ray_depth_scale, unpack_camera
+from sar3d_core.config import SAR3DConfig
+from sar3d_core.shapes import OBJECT_BOX
+from sar3d_core.triplane import (
+    TriplaneDecoder, TriplaneField, TriplaneSettings, ray_box_interval, render_views, sample_triplane,
+    volume_render,
+)
+
+CENTRE = torch.tensor([0.05, -0.03, 0.02])
+RADIUS = 0.3
+
+
+def sphere_field(sigma0):
+    """Constant density ``sigma0`` inside the sphere, 0 outside; colour red."""
+    def field_fn(points_BN3):
+        inside = ((points_BN3 - CENTRE).norm(dim=-1) < RADIUS).float()
+        rgb = torch.zeros(*points_BN3.shape[:-1], 3)
+        rgb[..., 0] = 1.0
+        return sigma0 * inside, rgb
+    return field_fn
+
+
+def random_rays(n, seed=0):
+    """Rays through random points near the sphere, from 2 units away; returns o, d and b."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    target = CENTRE + (torch.rand(n, 3, generator=g) - 0.5) * 0.8
+    o = target - 2.0 * d
+    oc = CENTRE - o
+    along = (oc * d).sum(-1)
+    b = (oc - along[:, None] * d).norm(dim=-1)  # distance of the ray to the centre
+    return o[None], d[None], b[None], along[None]
+
+
+def test_volume_render_matches_analytic_sphere_opacity():
+    sigma0 = 3.0
+    o, d, b, _ = random_rays(400)
+    near, far = ray_box_interval(o, d)
+    out = volume_render(sphere_field(sigma0), o, d, near, far, num_samples=512, stratified=False)
+    chord = 2 * torch.sqrt((RADIUS ** 2 - b ** 2).clamp(min=0))
+    expected = 1 - torch.exp(-sigma0 * chord)
+    hit = b < RADIUS
+    assert hit.sum() > 100 and (~hit).sum() > 50
+    # midpoint quadrature: each chord end is off by at most one bin (0.9 sqrt(3) / 512)
+    assert (out["opacity"] - expected).abs().max() < 0.02
+    assert (out["opacity"] - expected).abs().mean() < 2e-3
+    # rays that miss: nothing accumulated, white background
+    assert out["opacity"][~hit].abs().max() < 1e-6
+    assert torch.allclose(out["rgb"][~hit], torch.ones_like(out["rgb"][~hit]))
+    # colour is red blended on white by the opacity
+    a = out["opacity"][..., None]
+    assert torch.allclose(out["rgb"], a * torch.tensor([1.0, 0, 0]) + (1 - a), atol=1e-5)
+    # stratified sampling is unbiased: the mean over draws approaches the analytic value
+    g = torch.Generator().manual_seed(1)
+    strat = torch.stack([volume_render(sphere_field(sigma0), o, d, near, far, 64, True, g)["opacity"]
+                         for _ in range(8)]).mean(0)
+    assert (strat - expected).abs().mean() < 0.01
+    # stratified samples are random, one inside each bin of [near, far]
+    t1, t2 = (volume_render(sphere_field(sigma0), o, d, near, far, 8, True, g)["t"] for _ in range(2))
+    assert not torch.allclose(t1, t2)
+    k = (t1 - near[..., None]) / ((far - near)[..., None] / 8)
+    hit_box = far > near
+    assert torch.equal(k[hit_box].floor(), torch.arange(8.0).expand_as(k[hit_box]))
+
+
+def test_volume_render_depth_is_first_hit_in_planar_depth():
+    c = orbit_cameras([30.0], [15.0], radius=1.9)
+    H = W = 24
+    o, d = camera_rays(c, H, W)
+    o, d = o.reshape(1, -1, 3), d.reshape(1, -1, 3)
+    scale = ray_depth_scale(c, H, W).reshape(1, -1)
+    near, far = ray_box_interval(o, d)
+    out = volume_render(sphere_field(1e4), o, d, near, far, num_samples=1024, depth_scale=scale)
+    oc = CENTRE - o
+    along = (oc * d).sum(-1)
+    b2 = (oc * oc).sum(-1) - along ** 2
+    hit = b2 < RADIUS ** 2 - 1e-3  # leave out grazing rays, whose chord is shorter than a bin
+    t_hit = along - torch.sqrt((RADIUS ** 2 - b2).clamp(min=0))
+    # planar depth, computed another way: the hit point's coordinate on the camera's z axis
+    c2w, _ = unpack_camera(c)
+    z_axis = c2w[0, :3, 2]
+    planar = ((o + t_hit[..., None] * d - camera_centres(c)[0]) * z_axis).sum(-1)
+    assert hit.sum() > 50
+    assert (out["opacity"][hit] - 1).abs().max() < 1e-4
+    assert (out["depth"][hit] - planar[hit]).abs().max() < 2e-3
+    assert (out["expected_depth"][hit] - planar[hit]).abs().max() < 2e-3
+    miss = b2 > RADIUS ** 2 + 1e-3
+    assert out["opacity"][miss].abs().max() < 1e-6 and out["depth"][miss].abs().max() < 1e-6
+
+
+def test_rays_missing_the_box_are_empty():
+    o = torch.tensor([[[2.0, 2.0, 0.0], [0.0, 0.0, 2.0]]])
+    d = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]]])
+    near, far = ray_box_interval(o, d)
+    assert far[0, 0] <= near[0, 0]
+    assert torch.allclose(near[0, 1], torch.tensor(2 - OBJECT_BOX))
+    assert torch.allclose(far[0, 1], torch.tensor(2 + OBJECT_BOX))
+    out = volume_render(lambda p: (torch.full(p.shape[:-1], 100.0), torch.zeros_like(p)), o, d, near, far, 16)
+    assert out["opacity"][0, 0] == 0 and torch.allclose(out["rgb"][0, 0], torch.ones(3))
+    assert out["opacity"][0, 1] > 0.999 and out["rgb"][0, 1].max() < 1e-3
+
+
+def plane_centres(n):
+    """Pixel-centre coordinates of a plane of n cells over [-b, b] (align_corners=False)."""
+    return -OBJECT_BOX + (torch.arange(n, dtype=torch.float64) + 0.5) * 2 * OBJECT_BOX / n
+
+
+def test_sample_triplane_recovers_linear_functions():
+    H, W, Fc = 6, 10, 2
+    g = torch.Generator().manual_seed(0)
+    coef = torch.randn(3, Fc, 3, generator=g, dtype=torch.float64)  # per plane, channel: a u + b v + c
+    v, u = torch.meshgrid(plane_centres(H), plane_centres(W), indexing="ij")  # rows v, columns u
+    planes = torch.stack([torch.stack([coef[p, f, 0] * u + coef[p, f, 1] * v + coef[p, f, 2]
+                                       for f in range(Fc)]) for p in range(3)])[None]  # (1, 3, F, H, W)
+    # inside the outermost pixel centres, bilinear interpolation of a linear function is exact
+    margin = OBJECT_BOX / min(H, W)
+    pts = (torch.rand(1, 500, 3, generator=g, dtype=torch.float64) * 2 - 1) * (OBJECT_BOX - margin)
+    x, y, z = pts[0].unbind(-1)
+    expected = sum(coef[p, :, 0][None] * a[:, None] + coef[p, :, 1][None] * b[:, None] + coef[p, :, 2][None]
+                   for p, (a, b) in enumerate([(x, y), (x, z), (y, z)]))
+    got = sample_triplane(planes, pts)
+    assert got.shape == (1, 500, Fc)
+    assert torch.allclose(got[0], expected, atol=1e-10)
+    # beyond the last centre the border value holds (padding_mode="border")
+    corner = torch.full((1, 1, 3), 0.449, dtype=torch.float64)
+    assert torch.allclose(sample_triplane(planes, corner)[0, 0], planes[0, :, :, -1, -1].sum(0))
+
+
+def test_decoder_and_field_shapes_tiny_and_paper():
+    tiny = SAR3DConfig.tiny()
+    dec, field = TriplaneDecoder.from_config(tiny), TriplaneField.from_config(tiny)
+    f = torch.randn(2, 3, tiny.latent_channels, tiny.latent_size, tiny.latent_size)
+    planes = dec(f)
+    s = TriplaneSettings.from_config(tiny)
+    assert planes.shape == (2, 3, s.feature_channels, 32, 32)
+    sigma, rgb = field.query(planes, torch.rand(2, 7, 3) - 0.5)
+    assert sigma.shape == (2, 7) and rgb.shape == (2, 7, 3)
+    assert (sigma >= 0).all() and ((rgb >= 0) & (rgb <= 1)).all()
+    assert field.query(planes, torch.full((2, 1, 3), 0.6))[0].abs().max() == 0  # empty outside the box
+    # a fresh field is nearly empty space: mean opacity across the box stays small
+    c = orbit_cameras([0.0], [10.0])[None].expand(2, -1, -1)
+    out = render_views(planes, field, c, 8, 8, num_samples=s.num_samples)
+    assert out["rgb"].shape == (2, 1, 3, 8, 8) and out["depth"].shape == (2, 1, 1, 8, 8)
+    assert out["mask"].mean() < 0.5
+
+    paper = SAR3DConfig.paper()
+    sp = TriplaneSettings.from_config(paper)
+    dec_p = TriplaneDecoder.from_config(paper)
+    assert paper.latent_size * dec_p.upsample_factor == 128
+    small = dec_p(torch.randn(1, 3, paper.latent_channels, 2, 2))  # fully convolutional: a tiny input suffices
+    assert small.shape == (1, 3, sp.feature_channels, 16, 16)
+    assert TriplaneField.from_config(paper).query(small, torch.zeros(1, 4, 3))[1].shape == (1, 4, 3)
+    # overrides through cfg.extra
+    cfg = SAR3DConfig(extra={"triplane": {"feature_channels": 4}})
+    assert TriplaneDecoder.from_config(cfg)(f).shape[2] == 4
+    with pytest.raises(ValueError, match="unknown keys"):
+        TriplaneSettings.from_config(SAR3DConfig(extra={"triplane": {"nope": 1}}))
+
+
+def test_gradients_flow_from_rendered_rgb_to_latent():
+    torch.manual_seed(0)
+    cfg = SAR3DConfig.tiny()
+    dec, field = TriplaneDecoder.from_config(cfg), TriplaneField.from_config(cfg)
+    f = torch.randn(1, 3, cfg.latent_channels, cfg.latent_size, cfg.latent_size, requires_grad=True)
+    c = orbit_cameras([0.0, 90.0], [10.0, 10.0])[None]
+    out = render_views(dec(f), field, c, 8, 8, num_samples=12, stratified=True,
+                       generator=torch.Generator().manual_seed(0))
+    (out["rgb"].mean() + out["depth"].mean()).backward()
+    assert f.grad is not None and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in field.parameters())
+
+
+def test_ray_subset_matches_full_render():
+    torch.manual_seed(0)
+    cfg = SAR3DConfig.tiny()
+    dec, field = TriplaneDecoder.from_config(cfg), TriplaneField.from_config(cfg)
+    with torch.no_grad():
+        field.density_head.bias.fill_(4.0)  # a denser field, so depth and mask are not ~0
+        planes = dec(torch.randn(2, 3, cfg.latent_channels, cfg.latent_size, cfg.latent_size))
+        c = torch.stack([orbit_cameras([0.0, 120.0], [10.0, -3.0]), orbit_cameras([45.0, 200.0], [20.0, 5.0])])
+        H, W = 6, 5
+        full = render_views(planes, field, c, H, W, num_samples=10, chunk=17)
+        sub = render_views(planes, field, c, H, W, num_samples=10, ray_subset=13,
+                           generator=torch.Generator().manual_seed(3))
+    assert sub["index"].shape == (2, 13) and all(len(set(i.tolist())) == 13 for i in sub["index"])
+    bi = torch.arange(2)[:, None]
+    v, r, col = sub["view"], sub["row"], sub["col"]
+    assert torch.equal(v * H * W + r * W + col, sub["index"])
+    assert torch.allclose(full["rgb"].permute(0, 1, 3, 4, 2)[bi, v, r, col], sub["rgb"], atol=1e-5)
+    assert torch.allclose(full["depth"][bi, v, 0, r, col], sub["depth"], atol=1e-5)
+    assert torch.allclose(full["mask"][bi, v, 0, r, col], sub["mask"], atol=1e-5)
+    assert full["mask"].max() > 0.3 and full["mask"].min() < 1e-6  # some rays miss the box
+
+
+def test_clear_errors_on_wrong_shapes():
+    cfg = SAR3DConfig.tiny()
+    dec, field = TriplaneDecoder.from_config(cfg), TriplaneField.from_config(cfg)
+    with pytest.raises(ValueError, match="latent triplane"):
+        dec(torch.zeros(1, 2, cfg.latent_channels, 8, 8))
+    planes = torch.zeros(1, 3, 4, 8, 8)
+    with pytest.raises(ValueError, match="points"):
+        sample_triplane(planes, torch.zeros(1, 5, 2))
+    with pytest.raises(ValueError, match="planes"):
+        sample_triplane(torch.zeros(3, 4, 8, 8), torch.zeros(1, 5, 3))
+    o = torch.zeros(1, 4, 3)
+    with pytest.raises(ValueError, match="near"):
+        volume_render(sphere_field(1.0), o, o, torch.zeros(1, 3), torch.ones(1, 4), 8)
+    with pytest.raises(ValueError, match="num_samples"):
+        volume_render(sphere_field(1.0), o, o, torch.zeros(1, 4), torch.ones(1, 4), 0)
+    with pytest.raises(ValueError, match="cameras c"):
+        render_views(planes, field, orbit_cameras([0.0], [0.0]), 4, 4, 8)
+    with pytest.raises(ValueError, match="ray_subset"):
+        render_views(planes, field, orbit_cameras([0.0], [0.0])[None], 4, 4, 8, ray_subset=100)
