@@ -1,0 +1,194 @@
+"""The multi-scale 3D VQVAE: encoder, quantizer, triplane decoder, renderer (paper Sec. 4.1, Fig. 2).
+
+``f = E(M~)``, ``R = Q(f)`` (Eq. 7); the decoder ``D`` turns ``f_hat`` (Alg. 2) into a
+feature triplane and volume rendering gives RGB-D images and masks at the supervision
+cameras. The training loss is Eq. 8,
+
+    L = lambda_render L_render + lambda_VQ L_VQ + lambda_GAN L_GAN,
+
+implemented here as
+
+    L = w_rgb |rgb - rgb*|_1 + w_depth |d - d*|_1 + w_mask |m - m*|_1 + w_vq L_VQ,
+
+the MAE part of ``L_render`` on the rendered rays (a random subset or full images), and
+``L_VQ`` (codebook + beta commitment) from ``quantizer.MultiScaleTriplaneQuantizer``.
+Weights: ``cfg.extra["loss"]`` (a dict) over ``DEFAULT_LOSS_WEIGHTS`` (rgb 1, depth 0.5,
+mask 0.5, vq 1; the paper gives no numbers). **Not yet here**: the perceptual (LPIPS)
+term of ``L_render`` and the adversarial ``L_GAN``; they are left for a later step.
+
+Checkpoints (DESIGN.md §4): a folder with ``model.safetensors`` and ``config.json``
+(``{"format": FORMAT, "config": SAR3DConfig.to_dict()}``), written by ``save_pretrained``
+and read by ``from_pretrained``. Nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import SAR3DConfig
+from .encoder import EncoderSettings, MultiViewEncoder
+from .quantizer import MultiScaleTriplaneQuantizer, QuantizerOutput
+from .triplane import TriplaneDecoder, TriplaneField, TriplaneSettings, render_views
+
+FORMAT = "sar3d-vqvae/1"
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+DEFAULT_LOSS_WEIGHTS = {"rgb": 1.0, "depth": 0.5, "mask": 0.5, "vq": 1.0}
+
+
+def loss_weights(cfg: SAR3DConfig) -> dict:
+    """``DEFAULT_LOSS_WEIGHTS`` overridden by ``cfg.extra["loss"]``."""
+    overrides = dict(cfg.extra.get("loss", {}))
+    unknown = set(overrides) - set(DEFAULT_LOSS_WEIGHTS)
+    if unknown:
+        raise ValueError(f"cfg.extra['loss'] has unknown keys {sorted(unknown)}: choose from {sorted(DEFAULT_LOSS_WEIGHTS)}")
+    return {**DEFAULT_LOSS_WEIGHTS, **{k: float(v) for k, v in overrides.items()}}
+
+
+def _json_normal(d: dict) -> dict:
+    """A dict as it reads back from JSON (tuples become lists), to compare configs."""
+    return json.loads(json.dumps(d))
+
+
+class SAR3DVQVAE(nn.Module):
+    """Views -> multi-scale tokens -> feature triplane -> rendered views (Fig. 2)."""
+
+    def __init__(self, cfg: SAR3DConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder_settings = EncoderSettings.from_config(cfg)
+        self.triplane_settings = TriplaneSettings.from_config(cfg)
+        self.loss_weights = loss_weights(cfg)
+        self.encoder = MultiViewEncoder.from_config(cfg, self.encoder_settings)
+        self.quantizer = MultiScaleTriplaneQuantizer.from_config(cfg)
+        self.decoder = TriplaneDecoder.from_config(cfg, self.triplane_settings)
+        self.field = TriplaneField.from_config(cfg, self.triplane_settings)
+
+    @classmethod
+    def from_config(cls, cfg: SAR3DConfig) -> "SAR3DVQVAE":
+        return cls(cfg)
+
+    # --- Eq. 7 and Alg. 1-2 ------------------------------------------------------------
+    def encode(self, encoder_input: torch.Tensor) -> QuantizerOutput:
+        """``(B, 6, 10, H, W)`` -> ``QuantizerOutput`` (tokens, straight-through ``f_hat``, ``vq_loss``)."""
+        return self.quantizer(self.encoder(encoder_input))
+
+    def decode_fhat(self, f_hat_B3Chw: torch.Tensor) -> torch.Tensor:
+        """``D``: latent triplane -> feature triplane ``(B, 3, F, H', W')``."""
+        return self.decoder(f_hat_B3Chw)
+
+    def decode_tokens(self, tokens: list, num_scales: int | None = None) -> torch.Tensor:
+        """Alg. 2 then ``D``: tokens of the first ``num_scales`` scales -> feature planes ``(B, 3, F, H', W')``."""
+        return self.decode_fhat(self.quantizer.tokens_to_fhat(tokens, num_scales))
+
+    def render(self, planes_B3FHW: torch.Tensor, c_BV25: torch.Tensor, size: int | None = None,
+               ray_subset: int | None = None, generator: torch.Generator | None = None) -> dict:
+        """Volume-render feature planes at cameras ``c (B, V, 25)`` (``triplane.render_views``)."""
+        size = self.cfg.image_size if size is None else int(size)
+        return render_views(planes_B3FHW, self.field, c_BV25, size, size, self.triplane_settings.num_samples,
+                            ray_subset=ray_subset, generator=generator,
+                            stratified=self.training and generator is not None)
+
+    # --- one pass and Eq. 8 --------------------------------------------------------------
+    def forward(self, batch: dict, ray_subset: int | None = None, generator: torch.Generator | None = None) -> dict:
+        """Encode ``batch["encoder_input"]``, render at ``batch["target_c"]``.
+
+        Returns the render (``rgb``, ``depth``, ``mask``, and ``index``/``view``/``row``/``col``
+        with ``ray_subset``; see ``render_views``) plus ``tokens``, ``f_hat``, ``planes``,
+        ``vq_loss``, ``residual_norms`` and ``usage``. Views are rendered at the size of
+        ``batch["target_rgb"]`` when given, else at ``cfg.image_size``.
+        """
+        for key in ("encoder_input", "target_c"):
+            if key not in batch:
+                raise KeyError(f"batch has no {key!r}: expected the fields of data.MultiViewDataset, batched")
+        c = batch["target_c"]
+        if c.ndim != 3:
+            raise ValueError(f"target_c has shape {tuple(c.shape)}: expected (B, V, 25); batch the items "
+                             f"(a DataLoader, or x[None] for one object)")
+        size = batch["target_rgb"].shape[-1] if "target_rgb" in batch else None
+        q = self.encode(batch["encoder_input"])
+        planes = self.decode_fhat(q.f_hat)
+        out = self.render(planes, c, size, ray_subset, generator)
+        out.update(tokens=q.tokens, f_hat=q.f_hat, planes=planes, vq_loss=q.vq_loss,
+                   residual_norms=q.residual_norms, usage=q.usage)
+        return out
+
+    @staticmethod
+    def targets_for(batch: dict, out: dict) -> dict:
+        """Ground truth matching ``out``: full images, or the rays of ``out["index"]``."""
+        rgb, depth, mask = batch["target_rgb"], batch["target_depth"], batch["target_mask"]
+        if "index" not in out:
+            return {"rgb": rgb, "depth": depth, "mask": mask}
+        B, idx = rgb.shape[0], out["index"]  # (B, n) into the flattened (V, H, W) grid
+        rgb_BN3 = rgb.permute(0, 1, 3, 4, 2).reshape(B, -1, 3)
+        return {"rgb": rgb_BN3.gather(1, idx[..., None].expand(-1, -1, 3)),
+                "depth": depth.reshape(B, -1).gather(1, idx), "mask": mask.reshape(B, -1).gather(1, idx)}
+
+    def loss(self, batch: dict, out: dict) -> dict:
+        """Eq. 8 without LPIPS and GAN: ``{"rgb", "depth", "mask", "render", "vq", "total"}``."""
+        target = self.targets_for(batch, out)
+        w = self.loss_weights
+        terms = {k: F.l1_loss(out[k], target[k].to(out[k].dtype)) for k in ("rgb", "depth", "mask")}
+        # L_render = w_rgb MAE(rgb) + w_depth MAE(depth) + w_mask MAE(mask)
+        terms["render"] = sum(w[k] * terms[k] for k in ("rgb", "depth", "mask"))
+        terms["vq"] = out["vq_loss"]
+        # L = L_render + lambda_VQ L_VQ   (Eq. 8, lambda_GAN L_GAN not yet)
+        terms["total"] = terms["render"] + w["vq"] * terms["vq"]
+        return terms
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def save_pretrained(self, folder) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tmp_weights, tmp_config = folder / f".{WEIGHTS_NAME}.tmp", folder / f".{CONFIG_NAME}.tmp"
+        save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
+        tmp_config.write_text(json.dumps({"format": FORMAT, "config": self.cfg.to_dict()}, indent=2))
+        os.replace(tmp_weights, folder / WEIGHTS_NAME)  # rename last: no half-written checkpoint
+        os.replace(tmp_config, folder / CONFIG_NAME)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder, config: SAR3DConfig | None = None) -> "SAR3DVQVAE":
+        """Load a ``save_pretrained`` folder; ``config``, if given, must equal the saved one."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"checkpoint folder {folder} has no {name}: is it a SAR3DVQVAE checkpoint?")
+        try:
+            meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{folder / CONFIG_NAME} is not valid JSON: {err}") from err
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{folder / CONFIG_NAME} has format {got!r}, expected {FORMAT!r} with a 'config' dict")
+        saved = SAR3DConfig.from_dict(meta["config"])
+        if config is not None and _json_normal(config.to_dict()) != _json_normal(saved.to_dict()):
+            a, b = _json_normal(config.to_dict()), _json_normal(saved.to_dict())
+            diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+            raise ValueError(f"config mismatch with {folder / CONFIG_NAME}: (given, saved) = {diff}")
+        try:
+            tensors = load_file(str(folder / WEIGHTS_NAME))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file (corrupt or "
+                             f"truncated?): {err}") from err
+        model = cls(saved)
+        own = model.state_dict()
+        missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+        wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"weights in {folder / WEIGHTS_NAME} do not fit its config ({saved.name}): "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape "
+                f"{[(k, tuple(tensors[k].shape), tuple(own[k].shape)) for k in wrong[:5]]}")
+        model.load_state_dict(tensors)
+        return model
