@@ -1,0 +1,233 @@
+"""The training loop on a toy regression: resume = uninterrupted run, DDP ranks agree,
+checkpoints are atomic and load without unpickling."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sar3d_core import training
+from sar3d_core.training import EpochSampler, TrainConfig, find_checkpoint, load_checkpoint, step_generator, train
+
+TESTS = Path(__file__).resolve().parent
+
+
+def toy_dataset(n: int = 64):
+    g = torch.Generator().manual_seed(123)
+    x = torch.randn(n, 4, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(n, generator=g)
+    return torch.utils.data.TensorDataset(x, y[:, None])
+
+
+def toy_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 1))
+
+
+def toy_loss(model, batch, step):
+    """MSE on inputs with noise from the step generator (and the model's own nn.Dropout):
+    both RNGs must be replayed for a resumed run to match."""
+    x, y = batch
+    x = x + 0.3 * torch.randn(x.shape, generator=step_generator(step))
+    mse = torch.nn.functional.mse_loss(model(x), y)
+    return {"loss": mse, "x_mean": x.mean()}
+
+
+def config(out_dir, **kw):
+    return TrainConfig(**{"steps": 20, "batch_size": 8, "lr": 5e-2, "weight_decay": 0.01, "grad_clip": 1.0,
+                          "log_every": 1, "ckpt_every": 6, "seed": 7, "out_dir": str(out_dir), **kw})
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Run A: 20 steps (2.5 epochs of 8 batches) in one go."""
+    model = toy_model()
+    rows = train(model, toy_dataset(), toy_loss, config(tmp_path_factory.mktemp("a")))
+    return rows, weights(model)
+
+
+def test_run_writes_log_plot_config_and_checkpoint(uninterrupted, tmp_path, capsys):
+    rows, _ = uninterrupted
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    assert sum(r["loss"] for r in rows[-5:]) < sum(r["loss"] for r in rows[:5])  # it learns
+    assert {"loss", "x_mean", "grad_norm", "lr", "epoch"} <= rows[0].keys()
+    assert rows[8]["epoch"] == 1 and rows[7]["epoch"] == 0  # 64 items / 8 = 8 batches per epoch
+    model = toy_model()
+    train(model, toy_dataset(), toy_loss, config(tmp_path, steps=4, ckpt_every=0))
+    printed = capsys.readouterr().out
+    assert printed.startswith("TrainConfig ") and '"device": "cpu"' in printed
+    assert [r["step"] for r in training.read_log(tmp_path / "log.jsonl")] == [1, 2, 3, 4]
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
+    assert saved["seed"] == 7 and saved["device"] == "cpu" and saved["world_size"] == 1
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text()) == {
+        "step": 4, "epoch": 0, "position": 4, "world_size": 1}
+
+
+class Killed(Exception):
+    pass
+
+
+def loss_killed_at(kill_step):
+    def loss(model, batch, step):
+        if step == kill_step:
+            raise Killed
+        return toy_loss(model, batch, step)
+    return loss
+
+
+@pytest.mark.parametrize("kill", ["exception at step 10", "stop after step 12"])
+def test_resume_matches_uninterrupted_run(uninterrupted, tmp_path, kill):
+    rows_a, weights_a = uninterrupted
+    model = toy_model()
+    if kill.startswith("exception"):  # dies mid-epoch after the step-6 checkpoint, with rows 7..9 logged
+        with pytest.raises(Killed):
+            train(model, toy_dataset(), loss_killed_at(10), config(tmp_path))
+        assert len(training.read_log(tmp_path / "log.jsonl")) == 9
+        resumed_from = 6
+    else:  # a run of 12 steps, then asked for 20: crosses the epoch boundary at step 8 and 16
+        train(model, toy_dataset(), toy_loss, config(tmp_path, steps=12))
+        resumed_from = 12
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == resumed_from
+    model = toy_model()  # a fresh process would start from fresh weights
+    rows_b = train(model, toy_dataset(), toy_loss, config(tmp_path), resume=True)
+    assert rows_b == rows_a  # bit-identical floats (JSON round-trips Python floats exactly)
+    assert training.read_log(tmp_path / "log.jsonl") == rows_a
+    assert_same_weights(weights(model), weights_a)
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_training import toy_model, toy_dataset, toy_loss, config
+from sar3d_core.training import train
+def slow_loss(model, batch, step):
+    time.sleep(0.05 if step <= 6 else 0.5)  # plenty of time to kill it after the first checkpoint
+    return toy_loss(model, batch, step)
+train(toy_model(), toy_dataset(), slow_loss, config({out!r}, steps=10_000))
+"""
+
+
+def test_resume_after_sigkill_in_a_subprocess(uninterrupted, tmp_path):
+    rows_a, weights_a = uninterrupted
+    out = tmp_path / "run"
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(TESTS), out=str(out)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while find_checkpoint(out) is None or json.loads((find_checkpoint(out) / "state.json").read_text())["step"] < 6:
+            assert proc.poll() is None and time.time() < deadline, "the training subprocess did not checkpoint"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    step = json.loads((find_checkpoint(out) / "state.json").read_text())["step"]
+    assert step in (6, 12, 18)
+    model = toy_model()
+    rows_b = train(model, toy_dataset(), toy_loss, config(out), resume=True)
+    assert rows_b == rows_a
+    assert_same_weights(weights(model), weights_a)
+
+
+def test_failed_save_keeps_previous_checkpoint(uninterrupted, tmp_path, monkeypatch):
+    write = training._write_checkpoint_files
+
+    def dies_halfway(folder, model, optimizer, state, config):
+        if state["step"] == 12:
+            torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+            (folder / "model.safetensors").write_bytes(b"half a file")
+            raise OSError("disk full")
+        write(folder, model, optimizer, state, config)
+
+    monkeypatch.setattr(training, "_write_checkpoint_files", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        train(toy_model(), toy_dataset(), toy_loss, config(tmp_path))
+    folder = find_checkpoint(tmp_path)
+    assert folder == tmp_path / "checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "log.jsonl", "loss.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "optimizer.pt", "state.json"]
+    optim_state = torch.load(folder / "optimizer.pt", weights_only=True)  # plain tensors and containers only
+    assert optim_state["state"][0]["exp_avg"].shape == (16, 4)
+    assert load_checkpoint(folder, toy_model())["step"] == 6
+
+    monkeypatch.setattr(training, "_write_checkpoint_files", write)
+    model = toy_model()
+    rows = train(model, toy_dataset(), toy_loss, config(tmp_path), resume=True)
+    assert rows == uninterrupted[0]
+    assert_same_weights(weights(model), uninterrupted[1])
+
+
+def test_kill_between_renames_falls_back_to_previous_checkpoint(tmp_path):
+    train(toy_model(), toy_dataset(), toy_loss, config(tmp_path, steps=6))
+    os.replace(tmp_path / "checkpoint", tmp_path / ".checkpoint.old")  # the moment between the renames
+    assert find_checkpoint(tmp_path) == tmp_path / ".checkpoint.old"
+    rows = train(toy_model(), toy_dataset(), toy_loss, config(tmp_path, steps=8), resume=True)
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint"
+    assert not (tmp_path / ".checkpoint.old").exists()
+
+
+def test_sampler_splits_a_seeded_permutation_like_distributed_sampler():
+    full = EpochSampler(10, seed=3, epoch=2).indices
+    assert sorted(full) == list(range(10)) and full == EpochSampler(10, seed=3, epoch=2).indices
+    assert full != EpochSampler(10, seed=3, epoch=3).indices
+    ranks = [EpochSampler(10, seed=3, epoch=2, rank=r, world_size=4).indices for r in range(4)]
+    assert [len(r) for r in ranks] == [3, 3, 3, 3]  # padded to 12 with the permutation's head
+    assert sorted(sum(ranks, [])) == sorted(full + full[:2])
+    assert EpochSampler(10, 3, 2, rank=1, world_size=4, start=1).indices == ranks[1][1:]
+    a, b = step_generator(5, seed=1, rank=0), step_generator(5, seed=1, rank=0)
+    assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
+    assert not torch.equal(torch.rand(3, generator=step_generator(5, seed=1, rank=1)),
+                           torch.rand(3, generator=step_generator(5, seed=1, rank=0)))
+
+
+DDP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from safetensors.torch import save_file
+from test_training import toy_model, toy_dataset, toy_loss, config
+from sar3d_core.training import train, world_info
+model = toy_model()
+rows = train(model, toy_dataset(), toy_loss, config({out!r}, steps=6, batch_size=4, ckpt_every=3))
+rank, world_size, _ = world_info()
+save_file({{k: v.contiguous() for k, v in model.state_dict().items()}}, {out!r} + f"/rank{{rank}}_of_{{world_size}}.safetensors")
+"""
+
+
+def test_torchrun_two_processes_keep_identical_weights(tmp_path):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(TESTS), out=str(out)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(out / f"rank{r}_of_2.safetensors") for r in (0, 1))
+    assert_same_weights(rank0, rank1)
+    assert not torch.equal(rank0["0.weight"], toy_model().state_dict()["0.weight"])  # it did train
+    assert [r["step"] for r in training.read_log(out / "log.jsonl")] == list(range(1, 7))  # rank 0 wrote once
+    assert json.loads((out / "checkpoint" / "state.json").read_text()) == {
+        "step": 6, "epoch": 0, "position": 6, "world_size": 2}  # 32 items per rank / 4 = 8 batches per epoch
+    assert_same_weights(load_file(out / "checkpoint" / "model.safetensors"), rank0)
