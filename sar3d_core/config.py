@@ -147,3 +147,15 @@ class SAR3DConfig:
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         return cls.from_dict(json.loads(path.read_text()))
+
+
+def component_settings(cls, cfg: SAR3DConfig, key: str):
+    """Settings of one component (a dataclass with a ``paper()`` preset) for ``cfg``:
+    the preset of ``cfg.name``, overridden by the dict ``cfg.extra[key]``."""
+    base = cls.paper() if cfg.name == "paper" else cls()
+    overrides = dict(cfg.extra.get(key, {}))
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"cfg.extra[{key!r}] has unknown keys {sorted(unknown)}: choose from {sorted(known)}")
+    return dataclasses.replace(base, **overrides)

@@ -23,14 +23,13 @@ Sizes: ``EncoderSettings`` (``tiny`` and ``paper`` presets), overridden by
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .config import NUM_PLANES, SAR3DConfig
+from .config import NUM_PLANES, SAR3DConfig, component_settings
 
 
 @dataclass
@@ -48,13 +47,7 @@ class EncoderSettings:
     @classmethod
     def from_config(cls, cfg: SAR3DConfig) -> "EncoderSettings":
         """The preset of ``cfg.name``, overridden by ``cfg.extra["encoder"]`` (a dict)."""
-        base = cls.paper() if cfg.name == "paper" else cls()
-        overrides = dict(cfg.extra.get("encoder", {}))
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(overrides) - known:
-            raise ValueError(f"cfg.extra['encoder'] has unknown keys {sorted(set(overrides) - known)}: "
-                             f"choose from {sorted(known)}")
-        return dataclasses.replace(base, **overrides)
+        return component_settings(cls, cfg, "encoder")
 
 
 def num_downsamplings(image_size: int, latent_size: int) -> int:

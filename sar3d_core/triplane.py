@@ -23,7 +23,6 @@ Conventions (DESIGN.md §4):
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .cameras import camera_rays, ray_depth_scale
-from .config import NUM_PLANES, SAR3DConfig
+from .config import NUM_PLANES, SAR3DConfig, component_settings
 from .shapes import OBJECT_BOX
 
 # (u, v) world axes of each plane, in plane order (xy, xz, yz)
@@ -59,12 +58,7 @@ class TriplaneSettings:
     @classmethod
     def from_config(cls, cfg: SAR3DConfig) -> "TriplaneSettings":
         """The preset of ``cfg.name``, overridden by ``cfg.extra["triplane"]`` (a dict)."""
-        base = cls.paper() if cfg.name == "paper" else cls()
-        overrides = dict(cfg.extra.get("triplane", {}))
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(overrides) - known:
-            raise ValueError(f"cfg.extra['triplane'] has unknown keys {sorted(set(overrides) - known)}")
-        return dataclasses.replace(base, **overrides)
+        return component_settings(cls, cfg, "triplane")
 
 
 class TriplaneDecoder(nn.Module):
