@@ -232,6 +232,17 @@ def project_points(points, c, height: int, width: int) -> tuple[torch.Tensor, to
     return torch.stack([u, v], dim=-1), z
 
 
+def ray_box_interval(origins, dirs, lo=-0.45, hi=0.45) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slab test of rays ``(..., 3)`` against the box ``[lo, hi]`` (scalars or per-axis, default
+    the object box ``[-0.45, 0.45]^3``) -> ``(near, far)`` ray parameters; a ray misses when
+    ``far <= near``. ``near`` is clamped to 0 (a camera inside the box starts at its centre)."""
+    safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
+    t0, t1 = (lo - origins) / safe, (hi - origins) / safe
+    near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)
+    far = torch.maximum(t0, t1).amin(-1)
+    return near, far
+
+
 def camera_centres(c) -> torch.Tensor:
     """Camera centres ``(..., 3)`` of ``c (..., 25)``."""
     c2w, _ = unpack_camera(c)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cameras import camera_rays, check_rigid, ray_depth_scale, unpack_camera
+from .cameras import camera_rays, check_rigid, ray_box_interval, ray_depth_scale, unpack_camera
 from .views import MultiView
 
 MARCH_BOUND = 0.5  # rays are marched inside [-0.5, 0.5]^3: the object box 0.45 (shapes.OBJECT_BOX) plus a margin
@@ -116,15 +116,6 @@ def _assemble(hit_N, depth_N, normal_N3, rgb_N3, c, height, width, s, caption, s
         mask = hit
     return MultiView(rgb=rgb.contiguous(), depth=depth.contiguous(), mask=mask.contiguous(),
                      normal=normal.contiguous(), c=c, caption=caption, source=source)
-
-
-def _box_interval(o_N3, d_N3, lo, hi) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slab test: the ray parameters ``[t_near, t_far]`` inside the box ``[lo, hi]``; empty when near >= far."""
-    d_N3 = torch.where(d_N3.abs() < 1e-12, torch.full_like(d_N3, 1e-12), d_N3)
-    t0, t1 = (lo - o_N3) / d_N3, (hi - o_N3) / d_N3
-    t_near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)
-    t_far = torch.maximum(t0, t1).amin(-1)
-    return t_near, t_far
 
 
 # ---------------------------------------------------------------- SDF renderer
@@ -245,7 +236,7 @@ def render_sdf(obj, c, height: int, width: int, *, max_steps: int = 64, eps: flo
     for start in range(0, N, chunk):
         sl = slice(start, start + chunk)
         o, d = o_N3[sl], d_N3[sl]
-        t_near, t_far = _box_interval(o, d, -bound, bound)
+        t_near, t_far = ray_box_interval(o, d, -bound, bound)
         inside = torch.nonzero(t_near < t_far).squeeze(1)  # rays that cross the object box
         t = sphere_trace(obj.sdf, o[inside], d[inside], t_near[inside], t_far[inside],
                          max_steps=max_steps, eps=eps)
@@ -411,7 +402,7 @@ def render_mesh(mesh, c, height: int, width: int, *, supersample: int = 1, light
     o_N3, d_N3 = origins.reshape(-1, 3).double(), dirs.reshape(-1, 3).double()
     scale_N = ray_depth_scale(c, Hs, Ws).reshape(-1).double()
     lo, hi = torch.tensor(np.asarray(mesh.bounds), dtype=torch.float64)
-    t_near, t_far = _box_interval(o_N3, d_N3, lo - 1e-6, hi + 1e-6)
+    t_near, t_far = ray_box_interval(o_N3, d_N3, lo - 1e-6, hi + 1e-6)
     inside = torch.nonzero(t_near <= t_far).squeeze(1).numpy()  # only rays meeting the bounding box are cast
     o_np, d_np = o_N3.numpy(), d_N3.numpy()
     tri, ray, loc = mesh.ray.intersects_id(o_np[inside], d_np[inside], multiple_hits=False, return_locations=True)

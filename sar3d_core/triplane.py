@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cameras import camera_rays, ray_depth_scale
+from .cameras import camera_rays, ray_box_interval, ray_depth_scale
 from .config import NUM_PLANES, SAR3DConfig, component_settings
 from .shapes import OBJECT_BOX
 
@@ -158,18 +158,6 @@ class TriplaneField(nn.Module):
         return sigma_BN, rgb_BN3
 
 
-def ray_box_interval(origins, dirs, bound: float = OBJECT_BOX) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slab test against ``[-bound, bound]^3`` -> ``(near, far)``; a ray misses when ``far <= near``.
-
-    ``near`` is clamped to 0 (a camera inside the box starts at its centre).
-    """
-    safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
-    t0, t1 = (-bound - origins) / safe, (bound - origins) / safe
-    near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)
-    far = torch.maximum(t0, t1).amin(-1)
-    return near, far
-
-
 def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratified: bool = False,
                   generator: torch.Generator | None = None, depth_scale=None, background: float = 1.0) -> dict:
     """Render rays ``(B, R, 3)`` through ``field_fn(points (B, N, 3)) -> (sigma (B, N), rgb (B, N, 3))``.
@@ -252,7 +240,7 @@ def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int,
         index = torch.rand(B, origins.shape[1], generator=generator).argsort(-1)[:, :n]
         origins, dirs, scale = (x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])) if x.ndim == 3
                                 else x.gather(1, index) for x in (origins, dirs, scale))
-    near, far = ray_box_interval(origins, dirs, field.bound)
+    near, far = ray_box_interval(origins, dirs, -field.bound, field.bound)
     field_fn = lambda pts: field.query(planes_B3FHW, pts)  # noqa: E731
     R = origins.shape[1]
     step = R if chunk is None else int(chunk)

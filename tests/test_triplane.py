@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from sar3d_core.cameras import camera_centres, camera_rays, orbit_cameras, ray_depth_scale, unpack_camera
+from sar3d_core.cameras import camera_centres, camera_rays, orbit_cameras, ray_box_interval, ray_depth_scale, unpack_camera
 from sar3d_core.config import SAR3DConfig
 from sar3d_core.shapes import OBJECT_BOX
 from sar3d_core.triplane import (
-    TriplaneDecoder, TriplaneField, TriplaneSettings, ray_box_interval, render_views, sample_triplane,
+    TriplaneDecoder, TriplaneField, TriplaneSettings, render_views, sample_triplane,
     volume_render,
 )
 
