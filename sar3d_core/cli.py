@@ -44,6 +44,60 @@ def _cmd_data_check(args) -> None:
           f"free-space consistent ({stats['tol_depth']} units): {stats['free_space']:.2%}")
 
 
+def _load_vqvae(path):
+    from .vqvae import SAR3DVQVAE
+    from .vqvae_train import DEFAULT_CHECKPOINT, load_default
+
+    return (SAR3DVQVAE.from_pretrained(path).eval() if path else load_default()), str(path or DEFAULT_CHECKPOINT)
+
+
+def _cmd_encode(args) -> None:
+    from .data import load_views
+    from .quantizer import tokens_to_sequence
+    from .tokens import encode_multiview, save_tokens
+
+    model, ckpt = _load_vqvae(args.checkpoint)
+    mv = load_views(args.input, num_views=model.cfg.num_input_views, size=model.cfg.image_size)
+    seq = tokens_to_sequence(encode_multiview(model, mv))
+    seed = int(args.input[5:]) if args.input.startswith("proc:") else -1
+    save_tokens(args.out, seq, model.cfg, [args.input], [mv.caption or ""], [seed], ckpt)
+    print(f"wrote {args.out}: {seq.shape[1]} tokens over scales {list(model.cfg.scales)} from {args.input}")
+
+
+def _cmd_decode(args) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from .cameras import orbit_cameras
+    from .tokens import decode_views, load_tokens, tokens_of
+
+    model, _ = _load_vqvae(args.checkpoint)
+    loaded = load_tokens(args.tokens, model.cfg)
+    if not 0 <= args.index < len(loaded["seed"]):
+        raise ValueError(f"--index {args.index} is out of range: {args.tokens} holds {len(loaded['seed'])} object(s)")
+    K = len(loaded["schedule"])
+    scales = args.scales or K
+    if not 1 <= scales <= K:
+        raise ValueError(f"--scales {args.scales} must be between 1 and {K}")
+    if args.views < 1:
+        raise ValueError(f"--views {args.views} must be at least 1")
+    c = orbit_cameras([360.0 * v / args.views for v in range(args.views)], [20.0] * args.views)
+    out = decode_views(model, tokens_of(loaded, args.index), c, args.size, scales)
+    row = out["rgb"].clamp(0, 1).permute(2, 0, 3, 1).flatten(1, 2)  # (H, V*W, 3)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((row.numpy() * 255).round().astype(np.uint8)).save(args.out)
+    print(f"wrote {args.out}: object {args.index} ({loaded['source'][args.index]}) from scales 1..{scales}, "
+          f"{args.views} views of {args.size or model.cfg.image_size} px")
+
+
+def _cmd_data_tokenize(args) -> None:
+    from .tokens import tokenize_dataset
+
+    model, ckpt = _load_vqvae(args.checkpoint)
+    r = tokenize_dataset(model, args.data, args.out, batch_size=args.batch_size, checkpoint=ckpt)
+    print(f"wrote {r['path']}: {r['objects']} objects in {r['seconds']} s ({r['objects_per_second']} objects/s)")
+
+
 def _cmd_tutorials(args) -> None:
     from .tutorials import run_all
 
@@ -186,6 +240,30 @@ def _cmd_train_featnet(args) -> None:
     train_main([str(a) for k, v in options.items() if v is not None for a in (k, v)])
 
 
+def _cmd_train_vqvae(args) -> None:
+    import torch
+
+    from .config import SAR3DConfig
+    from .data import build_dataset, default_cache_dir
+    from .training import TrainConfig
+    from .vqvae_train import ObjectiveSettings, train_vqvae
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = SAR3DConfig.paper() if args.preset == "paper" else SAR3DConfig.tiny()
+    data = Path(args.data) if args.data else default_cache_dir() / f"proc_train_{cfg.image_size}"
+    if not args.data and not (data / "index.json").is_file():
+        print(f"building the training set: {args.objects} procedural objects at {cfg.image_size} px in {data}")
+        build_dataset(data, args.objects, size=cfg.image_size, split="train", workers=os.cpu_count() or 1)
+    settings = ObjectiveSettings(rays=args.rays, gan_start=args.gan_start,
+                                 occupancy_weight=0.0 if args.no_occupancy else ObjectiveSettings.occupancy_weight)
+    train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device)
+    train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init)
+    if args.export:
+        print(f"exported the VQVAE to {args.export}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sar3d", description="SAR3D step by step: data, models and tutorials.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +294,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=None, help="resize to this size first (default: as stored)")
     b.add_argument("--tol-px", type=int, default=2, help="mask tolerance in pixels (default 2)")
     b.set_defaults(func=_cmd_data_check)
+
+    b = data_sub.add_parser("tokenize", help="precompute the VQVAE tokens of a data set (the AR stage trains on them)")
+    b.add_argument("data", help="a built data set folder, a chunk folder or a folder of chunks")
+    b.add_argument("--out", required=True, help="output token file (.npz)")
+    b.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
+    b.add_argument("--batch-size", type=int, default=16)
+    b.set_defaults(func=_cmd_data_tokenize)
+
+    p = sub.add_parser("encode", help="encode one object to multi-scale tokens (.npz)")
+    p.add_argument("input", help="proc:<seed>, a mesh file, a chunk folder or a G-Objaverse object folder")
+    p.add_argument("--out", required=True, help="output token file (.npz)")
+    p.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
+    p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("decode", help="decode a token file to a grid of rendered views")
+    p.add_argument("tokens", help="a token file from `sar3d encode` or `sar3d data tokenize`")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--index", type=int, default=0, help="which object of the file (default 0)")
+    p.add_argument("--scales", type=int, default=None, help="decode only the first k scales (default all)")
+    p.add_argument("--views", type=int, default=6, help="orbit views (default 6)")
+    p.add_argument("--size", type=int, default=None, help="image size (default: the model's)")
+    p.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
+    p.set_defaults(func=_cmd_decode)
 
     p = sub.add_parser("tutorials", help="execute the tutorials with papermill into a folder, with HTML")
     p.add_argument("--out", default="build", help="output folder (default build/)")
@@ -267,6 +368,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, help="torch CPU threads (the SDF renderer is fastest on one thread "
                                                "on a busy 2-core machine)")
     t.set_defaults(func=_cmd_train_featnet)
+
+    t = train_sub.add_parser("vqvae", help="the multi-scale 3D VQVAE (Sec. 4.1, Eq. 8)",
+                             description="Train the 3D VQVAE with the project's training loop; works unchanged "
+                                         "under torchrun --nproc_per_node=N (DDP).")
+    t.add_argument("--preset", default="tiny", choices=["tiny", "paper"])
+    t.add_argument("--data", default=None, help="a built data set folder or chunk folders (default: the cache "
+                                                "folder proc_train_<size>, built with --objects objects if missing)")
+    t.add_argument("--objects", type=int, default=2400, help="objects to build when --data is not given")
+    t.add_argument("--steps", type=int, default=1800)
+    t.add_argument("--batch-size", type=int, default=8, help="objects per step and process")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--rays", type=int, default=512, help="random rays per object besides one 32x32 patch")
+    t.add_argument("--gan-start", type=int, default=1200, help="step from which the PatchGAN term is on")
+    t.add_argument("--no-occupancy", action="store_true", help="turn off the exact-occupancy 3D training aid")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="runs/vqvae_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
+    t.add_argument("--ckpt-every", type=int, default=200)
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    t.add_argument("--export", default=None, help="write the trained VQVAE here (save_pretrained)")
+    t.add_argument("--init", default=None, help="start from this VQVAE checkpoint folder")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.set_defaults(func=_cmd_train_vqvae)
     return parser
 
 

@@ -421,15 +421,15 @@ def lpips_available(net: str = "alex", backbone_weights=None) -> bool:
     return _lpips_backbone_path(net, backbone_weights).is_file()
 
 
-def lpips_distance(a, b, net: str = "alex", backbone_weights=None, device=None) -> torch.Tensor:
-    """LPIPS v0.1 (Zhang et al. 2018) per image ``(B,)`` for images in [0, 1].
+def lpips_model(net: str = "alex", backbone_weights=None, device=None):
+    """The LPIPS v0.1 module (frozen, eval mode; inputs in [-1, 1], or [0, 1] with ``normalize=True``).
 
     The backbone is read from ``backbone_weights`` (a torchvision ImageNet state dict) or the torch
     hub cache; when absent, MissingWeightsError says where to put it. Nothing is downloaded.
+    Differentiable in its inputs (the VQVAE's perceptual loss, Eq. 8).
     """
     import lpips
 
-    A, B = _image_pair(a, b)
     path = _lpips_backbone_path(net, backbone_weights)
     if not path.is_file():
         raise MissingWeightsError(f"LPIPS-{net} backbone weights not found at {path}: place the torchvision ImageNet "
@@ -443,9 +443,18 @@ def lpips_distance(a, b, net: str = "alex", backbone_weights=None, device=None) 
         state = torch.load(path, map_location="cpu", weights_only=True)
         for slice_ in model.net.children():  # the trunk's slices keep torchvision's `features.<i>` numbering
             slice_.load_state_dict({k: state[f"features.{k}"] for k in slice_.state_dict()})
+        model.requires_grad_(False)
         _MODELS[key] = model.eval().to(device)
+    return _MODELS[key]
+
+
+def lpips_distance(a, b, net: str = "alex", backbone_weights=None, device=None) -> torch.Tensor:
+    """LPIPS v0.1 (Zhang et al. 2018) per image ``(B,)`` for images in [0, 1] (``lpips_model``)."""
+    A, B = _image_pair(a, b)
+    model = lpips_model(net, backbone_weights, device)
+    dev = next(model.parameters()).device
     with torch.no_grad():
-        d = _MODELS[key](A.to(device), B.to(device), normalize=True)  # [0, 1] -> [-1, 1] inside
+        d = model(A.to(dev), B.to(dev), normalize=True)  # [0, 1] -> [-1, 1] inside
     return d.flatten().cpu()
 
 

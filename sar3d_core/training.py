@@ -23,6 +23,8 @@ Why it is written this way:
   seeded permutation (what ``DistributedSampler`` does). Only rank 0 writes files.
   ``loss_fn`` must run the model through its ``forward`` (``model(...)``) for DDP to
   average the gradients; the bare module is ``model.module``.
+* **Gradient clipping** covers ``model.clip_parameters()`` when the model has that method
+  (the VQVAE objective leaves its discriminator out), else every parameter.
 """
 from __future__ import annotations
 
@@ -314,7 +316,8 @@ def train(model, dataset, loss_fn, cfg: TrainConfig, resume: bool = False, colla
                     out["loss"].backward()
                     scalars = {k: (v.detach().float().item() if torch.is_tensor(v) else float(v)) for k, v in out.items()}
                     if cfg.grad_clip > 0:
-                        scalars["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                        clip = model.clip_parameters() if hasattr(model, "clip_parameters") else model.parameters()
+                        scalars["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(clip, cfg.grad_clip))
                     optimizer.step()
                     row_epoch = epoch
                     position += 1

@@ -186,7 +186,8 @@ def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratifi
     delta_BR = (far - near) / S
     offset = torch.arange(S, dtype=origins.dtype, device=origins.device)
     if stratified:
-        offset = offset + torch.rand(B, R, S, generator=generator, dtype=origins.dtype, device=origins.device)
+        dev = generator.device if generator is not None else origins.device  # a CPU generator may drive CUDA rays
+        offset = offset + torch.rand(B, R, S, generator=generator, dtype=origins.dtype, device=dev).to(origins.device)
     else:
         offset = (offset + 0.5).expand(B, R, S)
     t_BRS = near[..., None] + delta_BR[..., None] * offset
@@ -217,7 +218,7 @@ def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratifi
 
 def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int, num_samples: int,
                  ray_subset: int | None = None, generator: torch.Generator | None = None,
-                 stratified: bool = False, chunk: int | None = None) -> dict:
+                 stratified: bool = False, chunk: int | None = None, index=None) -> dict:
     """Render the triplane from cameras ``c (B, V, 25)``.
 
     Full images (``ray_subset=None``): ``rgb (B, V, 3, H, W)``, ``depth (B, V, 1, H, W)``
@@ -225,7 +226,9 @@ def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int,
     ``ray_subset=n``: ``n`` rays per object drawn without replacement (with ``generator``):
     ``rgb (B, n, 3)``, ``depth (B, n)``, ``mask (B, n)`` and their pixels ``index (B, n)``
     into the flattened ``(V, H, W)`` grid, also split into ``view``, ``row``, ``col``.
-    ``chunk`` renders at most that many rays per call of the field (memory).
+    ``index (B, n)``: render exactly these pixels instead (e.g. ``patch_index``), returned
+    the same way as a ray subset. ``chunk`` renders at most that many rays per call of the
+    field (memory).
     """
     if c.ndim != 3 or c.shape[-1] != 25 or c.shape[0] != planes_B3FHW.shape[0]:
         raise ValueError(f"cameras c have shape {tuple(c.shape)}: expected (B={planes_B3FHW.shape[0]}, V, 25)")
@@ -233,11 +236,17 @@ def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int,
     origins, dirs = camera_rays(c, height, width)  # (B, V, H, W, 3)
     origins, dirs = origins.reshape(B, -1, 3), dirs.reshape(B, -1, 3)
     scale = ray_depth_scale(c, height, width).reshape(B, -1)
+    if ray_subset is not None and index is not None:
+        raise ValueError("give ray_subset or index, not both")
     if ray_subset is not None:
         n = int(ray_subset)
         if not 1 <= n <= origins.shape[1]:
             raise ValueError(f"ray_subset={ray_subset} must be between 1 and V*H*W = {origins.shape[1]}")
-        index = torch.rand(B, origins.shape[1], generator=generator).argsort(-1)[:, :n]
+        index = torch.rand(B, origins.shape[1], generator=generator).argsort(-1)[:, :n].to(origins.device)
+    if index is not None:
+        if index.ndim != 2 or index.shape[0] != B or int(index.min()) < 0 or int(index.max()) >= origins.shape[1]:
+            raise ValueError(f"index of shape {tuple(index.shape)} must be (B={B}, n) pixel numbers in [0, V*H*W)")
+        index = index.to(origins.device)
         origins, dirs, scale = (x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])) if x.ndim == 3
                                 else x.gather(1, index) for x in (origins, dirs, scale))
     near, far = ray_box_interval(origins, dirs, -field.bound, field.bound)
@@ -248,7 +257,7 @@ def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int,
                            far[:, i:i + step], num_samples, stratified, generator, scale[:, i:i + step])
              for i in range(0, R, step)]
     rgb, depth, mask = (torch.cat([p[k] for p in parts], 1) for k in ("rgb", "depth", "opacity"))
-    if ray_subset is not None:
+    if index is not None:
         pix = index % (height * width)
         return {"rgb": rgb, "depth": depth, "mask": mask, "index": index,
                 "view": index // (height * width), "row": pix // width, "col": pix % width}
@@ -257,3 +266,23 @@ def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int,
         "depth": depth.reshape(B, V, 1, height, width),
         "mask": mask.reshape(B, V, 1, height, width),
     }
+
+
+def patch_index(batch: int, views: int, height: int, width: int, patch: int, count: int = 1,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pixel numbers ``(B, count * patch^2)`` of ``count`` random square patches per object.
+
+    Each patch lies in one view drawn uniformly, at a uniform top-left corner; its pixels are
+    listed row by row, so ``x.reshape(B, count, patch, patch, ...)`` gives the patch images
+    (the input of the PatchGAN and LPIPS terms of Eq. 8).
+    """
+    if not 1 <= patch <= min(height, width) or count < 1:
+        raise ValueError(f"patch={patch} must be in 1..{min(height, width)} and count={count} positive")
+    v = torch.randint(0, views, (batch, count), generator=generator)
+    r0 = torch.randint(0, height - patch + 1, (batch, count), generator=generator)
+    c0 = torch.randint(0, width - patch + 1, (batch, count), generator=generator)
+    ar = torch.arange(patch)
+    rows = r0[..., None, None] + ar[:, None]  # (B, count, p, 1)
+    cols = c0[..., None, None] + ar[None, :]  # (B, count, 1, p)
+    idx = v[..., None, None] * height * width + rows * width + cols
+    return idx.reshape(batch, count * patch * patch)

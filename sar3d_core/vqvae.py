@@ -13,8 +13,9 @@ implemented here as
 the MAE part of ``L_render`` on the rendered rays (a random subset or full images), and
 ``L_VQ`` (codebook + beta commitment) from ``quantizer.MultiScaleTriplaneQuantizer``.
 Weights: ``cfg.extra["loss"]`` (a dict) over ``DEFAULT_LOSS_WEIGHTS`` (rgb 1, depth 0.5,
-mask 0.5, vq 1; the paper gives no numbers). **Not yet here**: the perceptual (LPIPS)
-term of ``L_render`` and the adversarial ``L_GAN``; they are left for a later step.
+mask 0.5, vq 1; the paper gives no numbers). The perceptual (LPIPS) term of ``L_render``,
+the adversarial ``L_GAN`` and the training loop live in ``vqvae_train``, which renders
+rays and patches and calls ``loss`` for the MAE part.
 
 Checkpoints (DESIGN.md §4): a folder with ``model.safetensors`` and ``config.json``
 (``{"format": FORMAT, "config": SAR3DConfig.to_dict()}``), written by ``save_pretrained``
@@ -88,12 +89,13 @@ class SAR3DVQVAE(nn.Module):
         return self.decode_fhat(self.quantizer.tokens_to_fhat(tokens, num_scales))
 
     def render(self, planes_B3FHW: torch.Tensor, c_BV25: torch.Tensor, size: int | None = None,
-               ray_subset: int | None = None, generator: torch.Generator | None = None) -> dict:
+               ray_subset: int | None = None, generator: torch.Generator | None = None, index=None,
+               chunk: int | None = None) -> dict:
         """Volume-render feature planes at cameras ``c (B, V, 25)`` (``triplane.render_views``)."""
         size = self.cfg.image_size if size is None else int(size)
         return render_views(planes_B3FHW, self.field, c_BV25, size, size, self.triplane_settings.num_samples,
                             ray_subset=ray_subset, generator=generator,
-                            stratified=self.training and generator is not None)
+                            stratified=self.training and generator is not None, index=index, chunk=chunk)
 
     # --- one pass and Eq. 8 --------------------------------------------------------------
     def forward(self, batch: dict, ray_subset: int | None = None, generator: torch.Generator | None = None) -> dict:

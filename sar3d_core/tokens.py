@@ -1,0 +1,139 @@
+"""Token files: encode objects to multi-scale tokens, decode them, tokenize data sets (Sec. 4.1-4.2).
+
+The AR stage (Sec. 4.2) trains on tokens precomputed by the VQVAE, as the official code
+does. A token file is an ``.npz`` with
+
+* ``format``: ``"sar3d-tokens/1"``; ``schedule``: the scales ``(K,)``; ``codebook_size``;
+* ``sequence``: ``(N, L)`` token ids in the order of ``quantizer.tokens_to_sequence``
+  (scale by scale, plane by plane, row-major; DESIGN.md §4), ``L = sum_k 3 s_k^2``;
+* ``source``, ``caption``, ``seed``: one entry per object (``seed`` -1 when not procedural);
+* ``checkpoint``: the VQVAE that wrote it.
+
+Reading checks the schedule and codebook size against the VQVAE that will decode it, so a
+file from another schedule fails with one clear line instead of a wrong decode.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import SAR3DConfig, total_tokens
+from .quantizer import sequence_to_tokens, tokens_to_sequence
+
+FORMAT = "sar3d-tokens/1"
+
+
+def save_tokens(path, sequence_NL, cfg: SAR3DConfig, sources, captions, seeds, checkpoint: str = "") -> Path:
+    """Write a token file atomically (see the module doc)."""
+    path = Path(path)
+    seq = np.asarray(sequence_NL.cpu() if torch.is_tensor(sequence_NL) else sequence_NL)
+    if seq.ndim != 2 or seq.shape[1] != total_tokens(cfg.scales):
+        raise ValueError(f"sequence has shape {seq.shape}: expected (N, {total_tokens(cfg.scales)}) for scales {cfg.scales}")
+    n = len(seq)
+    if not (len(sources) == len(captions) == len(seeds) == n):
+        raise ValueError("sources, captions and seeds need one entry per sequence")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, format=np.array(FORMAT), schedule=np.array([int(s) for s in cfg.scales]),
+                        codebook_size=np.array(cfg.codebook_size), sequence=seq.astype(np.int32),
+                        source=np.array(list(sources), dtype=str), caption=np.array(list(captions), dtype=str),
+                        seed=np.array(list(seeds), dtype=np.int64), checkpoint=np.array(str(checkpoint)))
+    os.replace(tmp, path)
+    return path
+
+
+def load_tokens(path, cfg: SAR3DConfig | None = None) -> dict:
+    """Read a token file; with ``cfg``, check that its schedule and codebook match."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such token file (write one with `sar3d encode` or `sar3d data tokenize`)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable .npz token file: {err}") from err
+    if str(data.get("format", "")) != FORMAT:
+        raise ValueError(f"{path} has format {str(data.get('format', 'none'))!r}, expected {FORMAT!r}")
+    schedule = tuple(int(s) for s in data["schedule"])
+    if cfg is not None:
+        if schedule != tuple(int(s) for s in cfg.scales) or int(data["codebook_size"]) != cfg.codebook_size:
+            raise ValueError(f"{path} holds tokens of scales {schedule} with {int(data['codebook_size'])} codes, "
+                             f"but the VQVAE has scales {tuple(cfg.scales)} with {cfg.codebook_size}: "
+                             f"encode with the same checkpoint")
+    seq = data["sequence"]
+    if seq.ndim != 2 or seq.shape[1] != total_tokens(schedule) or seq.min(initial=0) < 0 \
+            or seq.max(initial=0) >= int(data["codebook_size"]):
+        raise ValueError(f"{path}: sequence of shape {seq.shape} does not fit scales {schedule} "
+                         f"and {int(data['codebook_size'])} codes")
+    return {"sequence": torch.from_numpy(seq.astype(np.int64)), "schedule": schedule,
+            "codebook_size": int(data["codebook_size"]), "source": [str(s) for s in data["source"]],
+            "caption": [str(s) for s in data["caption"]], "seed": [int(s) for s in data["seed"]],
+            "checkpoint": str(data["checkpoint"])}
+
+
+def tokens_of(loaded: dict, i: int | None = None) -> list[torch.Tensor]:
+    """Per-scale token maps ``[(B, 3, s_k, s_k)]`` of object ``i`` (all objects when None)."""
+    seq = loaded["sequence"] if i is None else loaded["sequence"][i:i + 1]
+    return sequence_to_tokens(seq, loaded["schedule"])
+
+
+@torch.no_grad()
+def encode_multiview(model, mv) -> list[torch.Tensor]:
+    """Tokens ``[(1, 3, s_k, s_k)]`` of one object's views (``views.MultiView``; the first 6
+    views are the encoder inputs, in the chunk layout)."""
+    if mv.num_views < model.cfg.num_input_views:
+        raise ValueError(f"the object has {mv.num_views} views; the encoder needs {model.cfg.num_input_views}")
+    if mv.size != (model.cfg.image_size, model.cfg.image_size):
+        raise ValueError(f"views are {mv.size[0]}x{mv.size[1]} px; the VQVAE reads {model.cfg.image_size} px "
+                         f"(data.resize_views)")
+    x = mv.select(slice(0, model.cfg.num_input_views)).encoder_input()[None]
+    return model.encode(x).tokens
+
+
+@torch.no_grad()
+def decode_views(model, tokens, c_V25: torch.Tensor, size: int | None = None, num_scales: int | None = None) -> dict:
+    """Render tokens (one object) at cameras ``c (V, 25)``: ``rgb (V, 3, H, W)``, ``depth``, ``mask``."""
+    planes = model.decode_tokens(tokens, num_scales)
+    out = model.render(planes, c_V25[None].to(planes.dtype), size, chunk=8192)
+    return {k: v[0] for k, v in out.items()}
+
+
+def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "") -> dict:
+    """Tokens of every object of a data set folder (``data.MultiViewDataset``) into ``out``.
+
+    Returns ``{"objects", "seconds", "objects_per_second", "path"}``.
+    """
+    from .data import MultiViewDataset
+
+    dataset = MultiViewDataset(data, size=model.cfg.image_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=0)
+    seqs, sources, captions, seeds = [], [], [], []
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="tokenizing", unit="batch"):
+            seqs.append(tokens_to_sequence(model.encode(batch["encoder_input"]).tokens))
+            sources += list(batch["id"])
+            captions += list(batch["caption"])
+            seeds += [int(s) for s in batch["seed"]]
+    seconds = time.perf_counter() - t0
+    path = save_tokens(out, torch.cat(seqs), model.cfg, sources, captions, seeds, checkpoint)
+    return {"objects": len(seeds), "seconds": round(seconds, 2),
+            "objects_per_second": round(len(seeds) / max(seconds, 1e-9), 1), "path": str(path)}
+
+
+def describe(loaded: dict) -> str:
+    """One line about a loaded token file."""
+    return (f"{len(loaded['seed'])} object(s), scales {list(loaded['schedule'])}, "
+            f"{loaded['sequence'].shape[1]} tokens each, codebook {loaded['codebook_size']}, "
+            f"from {loaded['checkpoint'] or 'an unnamed checkpoint'}")
+
+
+def summary_json(loaded: dict) -> str:
+    return json.dumps({k: loaded[k] for k in ("schedule", "codebook_size", "checkpoint")})

@@ -1,0 +1,287 @@
+"""Training objective of the 3D VQVAE (paper Sec. 4.1, Eq. 8) and `sar3d train vqvae`.
+
+    L = lambda_render L_render + lambda_VQ L_VQ + lambda_GAN L_GAN            (Eq. 8)
+
+``VQVAEObjective`` wraps a ``SAR3DVQVAE`` and a small PatchGAN discriminator and computes,
+for one batch, every term on rays rendered from **all 12 views** of an object (the 6 input
+views and the 6 novel ones):
+
+* ``L_render``: MAE on RGB, depth and mask (``vqvae.SAR3DVQVAE.loss`` weights) over
+  ``rays`` random rays plus ``patches`` square patches per object, and LPIPS on the patches
+  when the LPIPS backbone weights are on disk (``metrics.lpips_available``); otherwise the
+  term is off and the run says so (nothing is downloaded).
+* ``L_VQ``: codebook + beta-commitment loss of the quantizer (Alg. 1).
+* ``L_GAN``: hinge loss of a PatchGAN discriminator (Isola et al. 2017; VQGAN's choice) on
+  the rendered patches against the ground-truth patches at the same pixels, switched on
+  after ``gan_start`` steps with a small weight. The generator term runs the discriminator
+  with detached weights (``torch.func.functional_call``) and the discriminator term sees
+  detached renders, so one backward pass and one optimizer train both without either
+  term leaking into the other's weights (and DDP sees one forward).
+* ``L_3D`` (a documented **CPU training aid**, not in the paper; ``occupancy_weight``,
+  0 turns it off): procedural objects have an exact SDF, so the field's opacity over one
+  ray bin, ``alpha = 1 - exp(-sigma * delta)``, is pushed by a BCE towards the exact
+  occupancy ``[sdf < 0]`` at points near the surface and uniform in the box. It gives the
+  geometry a dense signal that rendering alone gives only slowly. Only items with a
+  procedural seed (``seed >= 0``) use it.
+
+The loop is ``training.train`` (resume, DDP, checkpoints, loss curve); ``train_vqvae``
+ties data, model and objective together and exports the final VQVAE with
+``save_pretrained`` (the discriminator is left out of the export).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import SAR3DConfig
+from .training import TrainConfig, find_checkpoint, load_checkpoint, step_generator, train
+from .triplane import patch_index
+from .vqvae import SAR3DVQVAE
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "vqvae_tiny"
+TRAIN_COMMAND = ("OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train vqvae --preset tiny "
+                 "--threads 1 --batch-size 4 --steps 2500 --gan-start 1600 --out runs/vqvae_tiny "
+                 "--export data_samples/vqvae_tiny")
+
+
+@dataclass
+class ObjectiveSettings:
+    rays: int = 512  # random rays per object, over all supervision views
+    patch: int = 32  # side of the rendered patches (GAN and LPIPS); 0 turns patches off
+    patches: int = 1  # patches per object
+    lpips_weight: float = 0.5  # used only when the LPIPS backbone weights are on disk
+    lpips_net: str = "alex"
+    gan_weight: float = 0.05
+    gan_start: int = 1000  # step from which L_GAN is on (the discriminator trains from step 1)
+    occupancy_weight: float = 0.5  # the 3D CPU training aid; 0 turns it off
+    occupancy_points: int = 1024  # per object, half near the surface and half uniform
+    surface_noise: float = 0.02
+    dead_code_every: int = 100  # replace unused codebook entries every N steps (0: never)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: a few strided convs, one logit per receptive-field patch (Isola et al. 2017)."""
+
+    def __init__(self, channels: int = 32, layers: int = 3):
+        super().__init__()
+        mods, c_in = [], 3
+        for k in range(layers):
+            c_out = channels * 2 ** min(k, 2)
+            mods += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
+                     nn.GroupNorm(min(8, c_out), c_out) if k else nn.Identity(), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        mods.append(nn.Conv2d(c_in, 1, 3, padding=1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, images_N3HW: torch.Tensor) -> torch.Tensor:
+        return self.net(images_N3HW * 2 - 1)  # [0, 1] -> [-1, 1]
+
+
+_OBJECTS: dict = {}
+
+
+def _procedural_object(seed: int):
+    from .world import make_object
+
+    if seed not in _OBJECTS:
+        if len(_OBJECTS) > 4096:
+            _OBJECTS.clear()
+        _OBJECTS[seed] = make_object(seed)
+    return _OBJECTS[seed]
+
+
+def occupancy_samples(seeds, n: int, noise: float, bound: float, generator: torch.Generator):
+    """Points ``(B, n, 3)`` and exact occupancy ``(B, n)`` of procedural objects ``seeds``:
+    ``n // 2`` surface samples moved by ``N(0, noise^2)`` and the rest uniform in the box."""
+    pts, occ = [], []
+    for seed in seeds:
+        obj = _procedural_object(int(seed))
+        m = n // 2
+        surf_seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
+        near = obj.sample_surface(m, seed=surf_seed).float()
+        near = near + noise * torch.randn(m, 3, generator=generator)
+        uniform = (torch.rand(n - m, 3, generator=generator) * 2 - 1) * bound
+        p = torch.cat([near, uniform]).clamp(-bound, bound)
+        pts.append(p)
+        occ.append((obj.sdf(p) < 0).float())
+    return torch.stack(pts), torch.stack(occ)
+
+
+class VQVAEObjective(nn.Module):
+    """Eq. 8 for one batch: ``forward(batch, step) -> {"loss", terms...}`` (see the module doc)."""
+
+    def __init__(self, model: SAR3DVQVAE, settings: ObjectiveSettings | None = None, lpips_weights=None):
+        super().__init__()
+        self.model, self.settings = model, settings or ObjectiveSettings()
+        self.discriminator = PatchDiscriminator()
+        self.config = None  # training.train records model configs that are dataclasses; ours is in config.json
+        self._lpips = [None]  # kept out of the module tree: frozen, never saved
+        self.lpips_status = "off (lpips_weight = 0)"
+        s = self.settings
+        if s.lpips_weight > 0 and s.patch > 0:
+            from .metrics import lpips_available, lpips_model
+
+            if lpips_available(s.lpips_net, lpips_weights):
+                self._lpips[0] = lpips_model(s.lpips_net, lpips_weights)
+                self.lpips_status = f"on (LPIPS-{s.lpips_net}, weight {s.lpips_weight})"
+            else:
+                self.lpips_status = (f"off: the LPIPS-{s.lpips_net} backbone weights are not on disk "
+                                     f"(metrics.lpips_available); nothing is downloaded")
+
+    def clip_parameters(self):
+        """What ``training.train`` clips: the VQVAE, not the discriminator (whose hinge-loss
+        gradients would otherwise dominate the norm and shrink the generator's step)."""
+        return self.model.parameters()
+
+    def _render_terms(self, batch, planes, generator):
+        s, m = self.settings, self.model
+        rgb_t = batch["target_rgb"]
+        B, V, _, H, W = rgb_t.shape
+        parts = []
+        if s.rays:
+            parts.append(torch.rand(B, V * H * W, generator=generator).argsort(-1)[:, :s.rays])
+        if s.patch:
+            parts.append(patch_index(B, V, H, W, s.patch, s.patches, generator))
+        index = torch.cat(parts, 1).to(planes.device)
+        out = m.render(planes, batch["target_c"], H, index=index, generator=generator)
+        terms = m.loss(batch, {**out, "vq_loss": torch.zeros((), device=planes.device)})
+        result = {k: terms[k] for k in ("rgb", "depth", "mask")}
+        result["render"] = terms["render"]
+        fake = real = None
+        if s.patch:
+            n = s.patches * s.patch * s.patch
+            target = m.targets_for(batch, out)["rgb"][:, -n:]
+            shape = (B * s.patches, s.patch, s.patch, 3)
+            fake = out["rgb"][:, -n:].reshape(shape).permute(0, 3, 1, 2)
+            real = target.reshape(shape).permute(0, 3, 1, 2).to(fake.dtype)
+        return result, fake, real
+
+    def forward(self, batch: dict, step: int) -> dict:
+        s, m = self.settings, self.model
+        g = step_generator(step)
+        q = m.encode(batch["encoder_input"])
+        planes = m.decode_fhat(q.f_hat)
+        terms, fake, real = self._render_terms(batch, planes, g)
+        w = m.loss_weights
+        loss = terms["render"] + w["vq"] * q.vq_loss
+        terms["vq"] = q.vq_loss
+        terms["usage"] = float((q.usage > 0).float().mean())
+        if fake is not None and self._lpips[0] is not None:
+            terms["lpips"] = self._lpips[0](fake, real, normalize=True).mean()
+            loss = loss + s.lpips_weight * terms["lpips"]
+        if fake is not None:
+            # hinge loss: D pushes real logits above +1 and fake ones below -1 ...
+            d_loss = F.relu(1 - self.discriminator(real)).mean() + F.relu(1 + self.discriminator(fake.detach())).mean()
+            # ... and the generator raises D's logits on its renders, through a frozen copy of D
+            frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+            g_adv = -torch.func.functional_call(self.discriminator, frozen, (fake,)).mean()
+            on = float(step >= s.gan_start)
+            terms["d_loss"], terms["g_adv"] = d_loss, g_adv
+            loss = loss + d_loss + on * s.gan_weight * g_adv
+        seeds = [int(x) for x in batch["seed"]] if "seed" in batch else []
+        if s.occupancy_weight > 0 and seeds and min(seeds) >= 0:
+            pts, occ = occupancy_samples(seeds, s.occupancy_points, s.surface_noise, m.field.bound, g)
+            sigma, _ = m.field.query(planes, pts.to(planes.device))
+            delta = 2 * m.field.bound / m.triplane_settings.num_samples  # one ray bin across the box
+            alpha = (1 - torch.exp(-sigma.float() * delta)).clamp(1e-5, 1 - 1e-5)
+            occ = occ.to(alpha.device)
+            # BCE written out: F.binary_cross_entropy refuses to run under CUDA autocast
+            terms["occupancy"] = -(occ * alpha.log() + (1 - occ) * (1 - alpha).log()).mean()
+            loss = loss + s.occupancy_weight * terms["occupancy"]
+        terms["loss"] = loss
+        return terms
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """A ``MultiViewDataset`` read once into memory (float16), keeping what training needs.
+
+    Reading and decoding a chunk costs ~50 ms, as much as a fifth of a training step on two
+    cores; packing pays it once, in worker processes.
+    """
+
+    KEYS = ("encoder_input", "target_rgb", "target_depth", "target_mask", "target_c", "seed")
+
+    def __init__(self, dataset, workers: int = 2, desc: str = "packing data"):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers,
+                                             collate_fn=lambda items: items)
+        self.items = []
+        for items in tqdm(loader, desc=desc, unit="batch"):
+            for it in items:
+                self.items.append({k: (it[k].half() if torch.is_tensor(it[k]) and it[k].is_floating_point()
+                                       and k != "target_c" else it[k]) for k in self.KEYS})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return {k: (v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v)
+                for k, v in self.items[i].items()}
+
+
+def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: ObjectiveSettings | None = None,
+                resume: bool = False, export=None, init=None) -> dict:
+    """Train the VQVAE on ``data`` (a built procedural folder or chunk folders, all 12 views
+    supervised) with ``training.train``; export the VQVAE to ``export`` when given.
+
+    ``init``: a VQVAE checkpoint folder to start from (fine-tuning); ignored on resume.
+    Returns a summary (steps, seconds, LPIPS status, final losses).
+    """
+    from .data import MultiViewDataset
+
+    settings = settings or ObjectiveSettings()
+    t0 = time.perf_counter()
+    model = SAR3DVQVAE.from_pretrained(init) if init else SAR3DVQVAE(cfg)
+    cfg = model.cfg
+    objective = VQVAEObjective(model, settings)
+    dataset = MultiViewDataset(data, size=cfg.image_size, target_views=range(12))
+    packed = PackedDataset(dataset)
+    t_data = time.perf_counter() - t0
+    print(f"data: {len(packed)} objects from {data}, packed in {t_data:.0f} s; LPIPS {objective.lpips_status}")
+    out_dir = Path(train_cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "objective.json").write_text(json.dumps(
+        {"model_config": cfg.to_dict(), "objective": asdict(settings), "lpips": objective.lpips_status}, indent=2))
+
+    def loss_fn(net, batch, step):
+        inner = net.module if hasattr(net, "module") else net
+        if settings.dead_code_every and step % settings.dead_code_every == 0:
+            with torch.no_grad():
+                inner.model.quantizer.reset_dead_codes(inner.model.encoder(batch["encoder_input"]),
+                                                       step_generator(step, rank=0))
+        return net(batch, step)
+
+    t1 = time.perf_counter()
+    rows = train(objective, packed, loss_fn, train_cfg, resume=resume)
+    t_train = time.perf_counter() - t1
+    if export:
+        model.save_pretrained(export)
+    summary = {"steps": train_cfg.steps, "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1),
+               "lpips": objective.lpips_status, "final": rows[-1] if rows else None}
+    print("summary " + json.dumps(summary))
+    return summary
+
+
+def load_default() -> SAR3DVQVAE:
+    """The shipped tiny VQVAE ``data_samples/vqvae_tiny``, in eval mode."""
+    if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+        raise FileNotFoundError(f"the VQVAE checkpoint {DEFAULT_CHECKPOINT} is missing: train it with `{TRAIN_COMMAND}`")
+    return SAR3DVQVAE.from_pretrained(DEFAULT_CHECKPOINT).eval()
+
+
+def export_checkpoint(run_dir, export) -> Path:
+    """Write the VQVAE of a training run's latest checkpoint as a ``save_pretrained`` folder."""
+    folder = find_checkpoint(run_dir)
+    if folder is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint: train first")
+    meta = json.loads((Path(run_dir) / "objective.json").read_text())
+    model = SAR3DVQVAE(SAR3DConfig.from_dict(meta["model_config"]))
+    objective = VQVAEObjective(model, ObjectiveSettings(**meta["objective"]))
+    load_checkpoint(folder, objective)
+    return model.save_pretrained(export)

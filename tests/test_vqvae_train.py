@@ -1,0 +1,140 @@
+"""The VQVAE training objective (paper Eq. 8), patches, the 3D training aid and `sar3d train vqvae`."""
+import json
+
+import pytest
+import torch
+
+from sar3d_core.cameras import chunk_cameras
+from sar3d_core.config import SAR3DConfig
+from sar3d_core.training import TrainConfig
+from sar3d_core.triplane import patch_index
+from sar3d_core.vqvae import SAR3DVQVAE
+from sar3d_core.vqvae_train import (ObjectiveSettings, VQVAEObjective, export_checkpoint, occupancy_samples,
+                                    train_vqvae)
+from sar3d_core.world import make_object
+
+SAMPLES = "data_samples/chunks"
+
+
+def small_config() -> SAR3DConfig:
+    return SAR3DConfig(
+        name="test", image_size=32, latent_size=4, scales=(1, 2, 4), codebook_size=64,
+        extra={"encoder": {"base_channels": 8, "max_channels": 16, "fused_channels": 16},
+               "triplane": {"feature_channels": 8, "decoder_channels": (8, 8, 8), "mlp_hidden": 16, "num_samples": 8}})
+
+
+def batch_of(cfg, seeds=(3, 4)):
+    from sar3d_core.render import render_sdf
+
+    items = []
+    for s in seeds:
+        mv = render_sdf(make_object(s), chunk_cameras(s), cfg.image_size, cfg.image_size)
+        items.append({"encoder_input": mv.select(slice(0, 6)).encoder_input(), "target_rgb": mv.rgb,
+                      "target_depth": mv.depth, "target_mask": mv.mask, "target_c": mv.c, "seed": s})
+    return torch.utils.data.default_collate(items)
+
+
+def test_patch_index_gives_square_patches_inside_one_view():
+    V, H, W, p = 12, 20, 24, 6
+    idx = patch_index(3, V, H, W, p, count=2, generator=torch.Generator().manual_seed(0))
+    assert idx.shape == (3, 2 * p * p)
+    for b in range(3):
+        for k in range(2):
+            block = idx[b, k * p * p:(k + 1) * p * p].reshape(p, p)
+            view, pix = block // (H * W), block % (H * W)
+            rows, cols = pix // W, pix % W
+            assert (view == view[0, 0]).all()
+            assert (rows - rows[0, 0] == torch.arange(p)[:, None]).all()
+            assert (cols - cols[0, 0] == torch.arange(p)[None, :]).all()
+            assert rows.max() < H and cols.max() < W
+    with pytest.raises(ValueError, match="patch"):
+        patch_index(1, 1, 8, 8, 9)
+
+
+def test_render_at_index_equals_full_render_at_those_pixels():
+    torch.manual_seed(0)
+    cfg = small_config()
+    model = SAR3DVQVAE(cfg).eval()
+    batch = batch_of(cfg, (3,))
+    planes = model.decode_fhat(model.encode(batch["encoder_input"]).f_hat)
+    full = model.render(planes, batch["target_c"], 32)
+    idx = patch_index(1, 12, 32, 32, 5, 2, torch.Generator().manual_seed(1))
+    part = model.render(planes, batch["target_c"], 32, index=idx)
+    rgb_flat = full["rgb"].permute(0, 1, 3, 4, 2).reshape(1, -1, 3)
+    torch.testing.assert_close(part["rgb"], rgb_flat[:, idx[0]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(part["mask"], full["mask"].reshape(1, -1)[:, idx[0]], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        model.render(planes, batch["target_c"], 32, index=idx, ray_subset=4)
+
+
+def test_occupancy_samples_are_exact_and_near_the_surface():
+    g = torch.Generator().manual_seed(0)
+    pts, occ = occupancy_samples([5, 9], 400, 0.01, 0.45, g)
+    assert pts.shape == (2, 400, 3) and occ.shape == (2, 400)
+    assert pts.abs().max() <= 0.45
+    for i, seed in enumerate([5, 9]):
+        sdf = make_object(seed).sdf(pts[i])
+        assert torch.equal(occ[i], (sdf < 0).float())
+        assert sdf[:200].abs().median() < 0.02  # the near-surface half
+        assert 0.2 < occ[i, :200].mean() < 0.8  # both sides of the surface
+
+
+def test_objective_terms_and_gan_isolation():
+    torch.manual_seed(0)
+    cfg = small_config()
+    obj = VQVAEObjective(SAR3DVQVAE(cfg), ObjectiveSettings(rays=64, patch=8, gan_start=0, occupancy_points=64))
+    batch = batch_of(cfg)
+    terms = obj(batch, 1)
+    for k in ("rgb", "depth", "mask", "vq", "d_loss", "g_adv", "occupancy", "loss"):
+        assert k in terms and torch.isfinite(torch.as_tensor(terms[k])), k
+    assert "lpips" not in terms or obj.lpips_status.startswith("on")
+    # the generator's adversarial term never reaches the discriminator's weights ...
+    terms["g_adv"].backward(retain_graph=True)
+    assert all(p.grad is None for p in obj.discriminator.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.model.decoder.parameters())
+    obj.zero_grad(set_to_none=True)
+    # ... and the discriminator's term never reaches the VQVAE
+    terms["d_loss"].backward()
+    assert all(p.grad is None for p in obj.model.parameters())
+    assert any(p.grad is not None for p in obj.discriminator.parameters())
+    clip_ids = {id(p) for p in obj.clip_parameters()}
+    assert not clip_ids & {id(p) for p in obj.discriminator.parameters()}
+
+
+def test_gan_term_waits_for_gan_start():
+    torch.manual_seed(0)
+    cfg = small_config()
+    s = ObjectiveSettings(rays=32, patch=8, gan_start=5, occupancy_weight=0.0)
+    obj = VQVAEObjective(SAR3DVQVAE(cfg), s)
+    batch = batch_of(cfg, (3,))
+    early, late = obj(batch, 1), obj(batch, 5)
+    base = lambda t: t["render"] + t["vq"] + t["d_loss"]  # noqa: E731
+    torch.testing.assert_close(early["loss"], base(early))
+    torch.testing.assert_close(late["loss"], base(late) + s.gan_weight * late["g_adv"])
+
+
+def test_train_vqvae_runs_exports_and_resumes(tmp_path, capsys):
+    cfg = small_config()
+    out, export = tmp_path / "run", tmp_path / "export"
+    settings = ObjectiveSettings(rays=32, patch=8, gan_start=1, occupancy_points=32)
+    train_vqvae(SAMPLES, cfg, TrainConfig(steps=2, batch_size=2, log_every=1, out_dir=str(out)), settings, export=export)
+    text = capsys.readouterr().out
+    assert "LPIPS" in text and "3 objects" in text
+    meta = json.loads((out / "objective.json").read_text())
+    assert meta["objective"]["rays"] == 32
+    model = SAR3DVQVAE.from_pretrained(export)
+    assert model.cfg.scales == cfg.scales
+    # continuing to 3 steps from the checkpoint of step 2, then exporting the run's latest checkpoint
+    train_vqvae(SAMPLES, cfg, TrainConfig(steps=3, batch_size=2, log_every=1, out_dir=str(out)), settings, resume=True)
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    again = SAR3DVQVAE.from_pretrained(export_checkpoint(out, tmp_path / "again"))
+    assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_cli_train_vqvae_bad_data_is_one_line(tmp_path, capsys):
+    from sar3d_core.cli import main
+
+    assert main(["train", "vqvae", "--data", str(tmp_path / "nothing"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a data set folder" in err[0]
