@@ -154,8 +154,8 @@ def pixel_directions(K, height: int, width: int) -> torch.Tensor:
     """
     K = _tensor(K)
     v, u = torch.meshgrid(
-        (torch.arange(height, dtype=torch.float32) + 0.5) / height,
-        (torch.arange(width, dtype=torch.float32) + 0.5) / width,
+        (torch.arange(height, dtype=torch.float32, device=K.device) + 0.5) / height,
+        (torch.arange(width, dtype=torch.float32, device=K.device) + 0.5) / width,
         indexing="ij",
     )
     fx, fy = K[..., 0, 0, None, None], K[..., 1, 1, None, None]

@@ -255,7 +255,7 @@ class MultiScaleTriplaneQuantizer(nn.Module):
             queries.append(query.permute(0, 2, 3, 1).reshape(-1, C))
             rest_NChw = rest_NChw - self._scale_contribution(k, self._nearest_code(query))
         pool_MC = torch.cat(queries)
-        pick = torch.randint(len(pool_MC), (dead.numel(),), generator=generator, device=pool_MC.device)
+        pick = torch.randint(len(pool_MC), (dead.numel(),), generator=generator).to(pool_MC.device)
         self.codebook.weight.data[dead] = pool_MC[pick].to(self.codebook.weight.dtype)
         self.steps_since_used[dead] = 0
         return int(dead.numel())
