@@ -1,0 +1,166 @@
+"""Sampling the AR transformer: KV cache, classifier-free guidance, top-k / top-p (Sec. 4.2, Fig. 3a).
+
+**Next-scale** (`sample_next_scale`): K forward passes, one per scale. Pass k feeds all
+``3 h_k w_k`` positions of scale k at once; they attend to each other and to the keys and
+values cached from scales ``1..k-1`` (`transformer.KVCache`), so the whole sequence is never
+recomputed. Pass 1 feeds the start tokens (the pooled condition); after sampling ``r_k`` the
+next input is ``f_hat_k`` area-downsampled to scale k+1 (`transformer.fhat_to_scale_input`,
+VAR's ``get_next_autoregressive_input``).
+
+**Next-token baseline** (`sample_next_token`): a plain causal GPT of the same code
+(``SAR3DTransformer(..., next_token=True)``) samples the ``3 h w`` tokens of the latent one at
+a time, raster order per plane, with the same cache, guidance and filtering: ``L`` passes of
+one position instead of ``K`` passes. This is what the next-scale vs next-token timing compares.
+
+**Classifier-free guidance** (Sec. 4.2): the batch is doubled, the second half fed the learned
+null condition, and ``r_g = r_u + s (r_c - r_u)``. The official code ramps the guidance over the
+scales: VAR ``autoregressive_infer_cfg`` and SAR3D ``autoregressive_infer_cfg_3D_VAR_{image,text}_l2norm``
+(cyw-3d/SAR3D ``models/var.py``) compute ``ratio = si / (K - 1)``, ``t = cfg * ratio`` and
+``logits = (1 + t) c - t u``, i.e. ``s_k = 1 + cfg * k / (K - 1)`` for k = 0..K-1: no guidance
+at the first scale, ``1 + cfg`` (5 for the paper's cfg = 4) at the last. ``"linear"`` is that
+ramp (over the L tokens for the next-token sampler); ``"constant"`` uses ``s = cfg`` everywhere.
+When every ``s`` is 1 the unconditional half is skipped.
+
+**Filtering** (official ``sample_with_top_k_top_p_``, called with top_k = 10, top_p = 0.5 in
+``test.py``): top-k keeps the k largest logits (ties kept); top-p then keeps, of what is left,
+the most likely tokens until their probability reaches ``top_p`` (the most likely one always).
+``top_k = 0`` and ``top_p = 1`` switch them off.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import NUM_PLANES, SAR3DConfig
+from .quantizer import sequence_to_tokens
+from .transformer import KVCache, SAR3DTransformer, fhat_to_scale_input
+
+CFG_SCHEDULES = ("linear", "constant")
+
+
+def check_sampling_args(cfg: float, top_k: int, top_p: float, cfg_schedule: str = "linear") -> None:
+    if cfg < 0:
+        raise ValueError(f"guidance scale cfg={cfg} must be >= 0")
+    if top_k < 0:
+        raise ValueError(f"top_k={top_k} must be >= 0 (0 switches top-k off)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1] (1 switches top-p off)")
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise ValueError(f"cfg_schedule {cfg_schedule!r} is unknown: choose one of {CFG_SCHEDULES}")
+
+
+def guidance_scales(num_steps: int, cfg: float, schedule: str = "linear") -> list[float]:
+    """The ``s`` of each step: ``1 + cfg * k / (num_steps - 1)`` (official ramp) or ``cfg``."""
+    check_sampling_args(cfg, 0, 1.0, schedule)
+    if schedule == "constant":
+        return [float(cfg)] * num_steps
+    return [1.0 + cfg * k / max(num_steps - 1, 1) for k in range(num_steps)]
+
+
+def classifier_free_guidance(logits_cond: torch.Tensor, logits_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    # r_g = r_u + s (r_c - r_u)   (Sec. 4.2)
+    return logits_uncond + scale * (logits_cond - logits_uncond)
+
+
+def filter_top_k_top_p(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """A copy of the logits with the filtered-out entries set to ``-inf``."""
+    check_sampling_args(0.0, top_k, top_p)
+    logits_BlV = logits_BlV.clone()
+    if 0 < top_k < logits_BlV.shape[-1]:
+        kth = logits_BlV.topk(top_k, dim=-1).values[..., -1:]
+        logits_BlV.masked_fill_(logits_BlV < kth, float("-inf"))
+    if top_p < 1:
+        sorted_logits, order = logits_BlV.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token once the more likely ones already hold top_p of the mass
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop_sorted[..., 0] = False
+        logits_BlV.masked_fill_(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return logits_BlV
+
+
+def sample_from_logits(logits_BlV: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per position from ``softmax(filtered logits)`` -> ``(B, l)``."""
+    B, l, V = logits_BlV.shape
+    probs = filter_top_k_top_p(logits_BlV.float(), top_k, top_p).softmax(dim=-1)
+    return torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, l)
+
+
+def sampling_kwargs(cfg: SAR3DConfig) -> dict:
+    """The config's guidance and filtering (paper: cfg 4 ramped, top-k 10, top-p 0.5)."""
+    return {"cfg": cfg.cfg_scale, "top_k": cfg.top_k, "top_p": cfg.top_p}
+
+
+def _autoregress(model: SAR3DTransformer, cond_pooled, cond_tokens, cond_mask, scales_s: list[float],
+                 next_input, top_k: int, top_p: float, seed: int, return_logits: bool):
+    """The loop both samplers share: ``len(scales_s)`` cached passes; ``next_input(step, idx_Bl)``
+    gives the inputs ``(B, l, C)`` of the next pass. Returns ``(idx_BL, logits_BLV or None)``."""
+    model._check_condition(cond_pooled, cond_tokens, cond_mask)
+    B, T = cond_tokens.shape[:2]
+    guided = any(s != 1.0 for s in scales_s)
+    if guided:  # second half of the batch: the unconditional branch
+        null_pooled, null_tokens = model.null_condition(B, T)
+        cond_pooled = torch.cat((cond_pooled, null_pooled.to(cond_pooled.dtype)))
+        cond_tokens = torch.cat((cond_tokens, null_tokens.to(cond_tokens.dtype)))
+        cond_mask = None if cond_mask is None else torch.cat((cond_mask.bool(), torch.ones_like(cond_mask, dtype=torch.bool)))
+    generator = torch.Generator(device=cond_pooled.device).manual_seed(int(seed))
+    cond_BW = model.condition_vector(cond_pooled)
+    cache = KVCache()
+    x_BlC = cond_pooled.new_zeros(B, 0, model.latent_channels)  # the first pass: start tokens only
+    idx_parts, logit_parts = [], []
+    for step, s in enumerate(scales_s):
+        h_BlW = model.embed_inputs(torch.cat((x_BlC, x_BlC)) if guided else x_BlC, cond_BW, cache.length)
+        logits_BlV = model.run_blocks(h_BlW, cond_BW, cond_tokens, cond_mask, cache).float()
+        if guided:
+            logits_BlV = classifier_free_guidance(logits_BlV[:B], logits_BlV[B:], s)
+        idx_Bl = sample_from_logits(logits_BlV, top_k, top_p, generator)
+        idx_parts.append(idx_Bl)
+        if return_logits:
+            logit_parts.append(logits_BlV)
+        if step + 1 < len(scales_s):
+            x_BlC = next_input(step, idx_Bl)
+    return torch.cat(idx_parts, dim=1), (torch.cat(logit_parts, dim=1) if return_logits else None)
+
+
+def _prepare(model: SAR3DTransformer, quantizer, next_token: bool, cfg, cfg_schedule, top_k, top_p) -> None:
+    check_sampling_args(cfg, top_k, top_p, cfg_schedule)
+    if model.next_token != next_token:
+        raise ValueError(f"this is a {'next-token' if model.next_token else 'next-scale'} transformer: use "
+                         f"{'sample_next_token' if model.next_token else 'sample_next_scale'}")
+    model.check_quantizer(quantizer)
+
+
+@torch.no_grad()
+def sample_next_scale(model: SAR3DTransformer, quantizer, cond_pooled: torch.Tensor, cond_tokens: torch.Tensor,
+                      cond_mask: torch.Tensor | None = None, *, cfg: float = 4.0, cfg_schedule: str = "linear",
+                      top_k: int = 10, top_p: float = 0.5, seed: int = 0, return_logits: bool = False):
+    """K passes, one per scale -> token maps ``[(B, 3, h_k, w_k)]`` for ``SAR3DVQVAE.decode_tokens``
+    (and the guided logits ``(B, L, V)`` the tokens were drawn from, with ``return_logits``)."""
+    _prepare(model, quantizer, False, cfg, cfg_schedule, top_k, top_p)
+    B, (h, w) = cond_pooled.shape[0], quantizer.latent_hw
+    f_hat_NChw = cond_pooled.new_zeros(B * NUM_PLANES, model.latent_channels, h, w)
+
+    def next_input(k: int, idx_Bl: torch.Tensor) -> torch.Tensor:
+        # f_hat += phi_k(up(z_k)), then the input of scale k+1 (VAR get_next_autoregressive_input)
+        nonlocal f_hat_NChw
+        f_hat_NChw = f_hat_NChw + quantizer._scale_contribution(k, idx_Bl.view(B * NUM_PLANES, *model.scales[k]))
+        return fhat_to_scale_input(f_hat_NChw.view(B, NUM_PLANES, -1, h, w), model.scales[k + 1])
+
+    scales_s = guidance_scales(len(model.scales), cfg, cfg_schedule)
+    idx_BL, logits = _autoregress(model, cond_pooled, cond_tokens, cond_mask, scales_s, next_input,
+                                  top_k, top_p, seed, return_logits)
+    tokens = sequence_to_tokens(idx_BL, model.scales)
+    return (tokens, logits) if return_logits else tokens
+
+
+@torch.no_grad()
+def sample_next_token(model: SAR3DTransformer, quantizer, cond_pooled: torch.Tensor, cond_tokens: torch.Tensor,
+                      cond_mask: torch.Tensor | None = None, *, cfg: float = 4.0, cfg_schedule: str = "linear",
+                      top_k: int = 10, top_p: float = 0.5, seed: int = 0, return_logits: bool = False):
+    """The next-token baseline: ``L = 3 h w`` passes of one token -> ``[(B, 3, h, w)]`` (one
+    scale at the latent resolution, raster order per plane)."""
+    _prepare(model, quantizer, True, cfg, cfg_schedule, top_k, top_p)
+    scales_s = guidance_scales(model.seq_len, cfg, cfg_schedule)
+    idx_BL, logits = _autoregress(model, cond_pooled, cond_tokens, cond_mask, scales_s,
+                                  lambda i, idx_B1: quantizer.codebook(idx_B1), top_k, top_p, seed, return_logits)
+    tokens = sequence_to_tokens(idx_BL, model.scales)
+    return (tokens, logits) if return_logits else tokens
