@@ -12,7 +12,7 @@ implemented here as
 
 the MAE part of ``L_render`` on the rendered rays (a random subset or full images), and
 ``L_VQ`` (codebook + beta commitment) from ``quantizer.MultiScaleTriplaneQuantizer``.
-Weights: ``cfg.extra["loss"]`` (a dict) over ``DEFAULT_LOSS_WEIGHTS`` (rgb 1, depth 0.5,
+Weights: ``cfg.extra["loss"]`` (a dict) over ``DEFAULT_LOSS_WEIGHTS`` (rgb 2, depth 0.5,
 mask 0.5, vq 1; the paper gives no numbers). The perceptual (LPIPS) term of ``L_render``,
 the adversarial ``L_GAN`` and the training loop live in ``vqvae_train``, which renders
 rays and patches and calls ``loss`` for the MAE part.
@@ -40,7 +40,7 @@ from .triplane import TriplaneDecoder, TriplaneField, TriplaneSettings, render_v
 
 FORMAT = "sar3d-vqvae/1"
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
-DEFAULT_LOSS_WEIGHTS = {"rgb": 1.0, "depth": 0.5, "mask": 0.5, "vq": 1.0}
+DEFAULT_LOSS_WEIGHTS = {"rgb": 2.0, "depth": 0.5, "mask": 0.5, "vq": 1.0}
 
 
 def loss_weights(cfg: SAR3DConfig) -> dict:

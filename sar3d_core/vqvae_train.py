@@ -58,7 +58,7 @@ class ObjectiveSettings:
     patches: int = 1  # patches per object
     lpips_weight: float = 0.5  # used only when the LPIPS backbone weights are on disk
     lpips_net: str = "alex"
-    gan_weight: float = 0.05
+    gan_weight: float = 0.02
     gan_start: int = 1000  # step from which L_GAN is on (the discriminator trains from step 1)
     occupancy_weight: float = 0.5  # the 3D CPU training aid; 0 turns it off
     occupancy_points: int = 1024  # per object, half near the surface and half uniform
@@ -199,6 +199,24 @@ class VQVAEObjective(nn.Module):
         return terms
 
 
+@torch.no_grad()
+def reset_dead_codes_synced(quantizer, encoder, encoder_input, step: int) -> int:
+    """``quantizer.reset_dead_codes`` on this batch's latents, the same on every DDP rank.
+
+    Each rank holds its own batch, so resetting locally would give the same dead ids
+    different vectors on different ranks; DDP synchronises gradients, not weights, and the
+    codebooks would drift apart for good. Rank 0 resets and broadcasts its codebook and
+    counters instead. Returns how many entries were reset.
+    """
+    import torch.distributed as dist
+
+    n = quantizer.reset_dead_codes(encoder(encoder_input), step_generator(step, rank=0))
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in (quantizer.codebook.weight.data, quantizer.steps_since_used, quantizer.usage_counts):
+            dist.broadcast(t, src=0)
+    return n
+
+
 class PackedDataset(torch.utils.data.Dataset):
     """A ``MultiViewDataset`` read once into memory (float16), keeping what training needs.
 
@@ -252,9 +270,7 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     def loss_fn(net, batch, step):
         inner = net.module if hasattr(net, "module") else net
         if settings.dead_code_every and step % settings.dead_code_every == 0:
-            with torch.no_grad():
-                inner.model.quantizer.reset_dead_codes(inner.model.encoder(batch["encoder_input"]),
-                                                       step_generator(step, rank=0))
+            reset_dead_codes_synced(inner.model.quantizer, inner.model.encoder, batch["encoder_input"], step)
         return net(batch, step)
 
     t1 = time.perf_counter()

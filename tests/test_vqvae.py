@@ -101,7 +101,7 @@ def test_vqvae_forward_shapes(sphere_batch):
 
 
 def test_loss_weights_from_config():
-    assert loss_weights(small_config(loss={"depth": 2})) == {"rgb": 1.0, "depth": 2.0, "mask": 0.5, "vq": 1.0}
+    assert loss_weights(small_config(loss={"depth": 2})) == {"rgb": 2.0, "depth": 2.0, "mask": 0.5, "vq": 1.0}
     with pytest.raises(ValueError, match="unknown keys"):
         loss_weights(small_config(loss={"lpips": 1}))
 

@@ -138,3 +138,54 @@ def test_cli_train_vqvae_bad_data_is_one_line(tmp_path, capsys):
     assert main(["train", "vqvae", "--data", str(tmp_path / "nothing"), "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a data set folder" in err[0]
+
+
+DDP_VQVAE_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from safetensors.torch import save_file
+from test_vqvae_train import small_config
+import sar3d_core.vqvae_train as vt
+from sar3d_core.training import TrainConfig, world_info
+torch.manual_seed(0)
+captured = {{}}
+original = vt.VQVAEObjective.__init__
+def keep(self, model, *a, **k):
+    original(self, model, *a, **k)
+    captured["model"] = model
+vt.VQVAEObjective.__init__ = keep
+settings = vt.ObjectiveSettings(rays=32, patch=8, gan_start=1, occupancy_points=32, dead_code_every=1)
+model_cfg = small_config()
+model_cfg.scales = (1, 2, 3, 4)  # with 4 scales every shared phi conv is used (DDP wants gradients for all)
+vt.train_vqvae({data!r}, model_cfg, TrainConfig(steps=3, batch_size=1, log_every=1, out_dir={out!r}), settings)
+q = captured["model"].quantizer
+q.steps_since_used.fill_(10 ** 6)  # every code is dead now: the next reset replaces the whole codebook
+rank = world_info()[0]
+x = torch.randn(1, 6, 10, 32, 32, generator=torch.Generator().manual_seed(rank))  # a different batch per rank
+vt.reset_dead_codes_synced(q, captured["model"].encoder, x, step=4)
+save_file({{"codebook": q.codebook.weight.detach().contiguous()}}, {out!r} + f"/codebook{{rank}}.safetensors")
+"""
+
+
+def test_ddp_dead_code_resets_keep_one_codebook(tmp_path):
+    """Each rank resets with its own batch; rank 0's codebook must win on every rank."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ddp"
+    out.mkdir()
+    script = tmp_path / "ddp_vqvae.py"
+    script.write_text(DDP_VQVAE_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out),
+                                              data=str(Path(SAMPLES).resolve())))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = (load_file(out / f"codebook{r}.safetensors")["codebook"] for r in (0, 1))
+    assert torch.equal(a, b)
