@@ -1,0 +1,204 @@
+"""Condition encoders (sar3d_core/conditioning.py): offline loading, text and image inputs, frozen, the tiny CLIP.
+
+The hub-style loader is exercised on tiny random ``CLIPModel`` / ``Dinov2Model`` folders written by
+``save_pretrained`` (nothing is downloaded); the shipped tiny CLIP is checked on fresh test renders.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sar3d_core import conditioning
+from sar3d_core.conditioning import Condition, ConditionEncoder
+
+WORDS = ["a", "red", "blue", "chair", "table", "with", "four", "legs", "tall", ",", "-", "two", "tone"]
+MAX_LEN, WIDTH, PATCHES = 10, 32, 16  # CLIP vision 32 px / patch 8 and DINOv2 32 px / patch 8: 16 patches
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A tiny random CLIPModel with a word-level tokenizer, and a tiny random Dinov2Model, saved locally."""
+    from transformers import CLIPModel, Dinov2Config, Dinov2Model
+
+    root = tmp_path_factory.mktemp("hub")
+    torch.manual_seed(0)
+    tokenizer = conditioning.build_tokenizer(WORDS, max_length=MAX_LEN)
+    clip = CLIPModel(conditioning.tiny_clip_config(len(tokenizer), MAX_LEN, image_size=32, width=WIDTH, layers=2,
+                                                   heads=2))
+    clip.save_pretrained(root / "clip")
+    tokenizer.save_pretrained(root / "clip")
+    dino = Dinov2Model(Dinov2Config(hidden_size=WIDTH, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                                    patch_size=8))
+    dino.save_pretrained(root / "dino")
+    return root / "clip", root / "dino"
+
+
+@pytest.fixture(scope="module")
+def encoder(folders):
+    return ConditionEncoder.from_hub(text=folders[0], image=folders[1])
+
+
+def test_hub_loader_reads_local_folders_and_names_every_output(encoder, folders):
+    assert str(folders[0]) in encoder.name and str(folders[1]) in encoder.name and "DINOv2" in encoder.name
+    assert encoder.encode_text("a red chair").name == encoder.text_name
+    assert encoder.encode_image(torch.rand(3, 32, 32)).name == encoder.image_name
+    assert encoder.image_size == 32 and encoder.prefix_tokens == 1  # from Dinov2Config (no preprocessor config)
+
+
+def test_tokenizer_lower_cases_splits_punctuation_and_survives_save_load(tmp_path, folders):
+    from transformers import AutoTokenizer
+
+    tok = conditioning.build_tokenizer(WORDS, MAX_LEN)
+    v = tok.get_vocab()
+    assert [v[t] for t in conditioning.SPECIAL_TOKENS] == [0, 1, 2, 3]
+    ids = tok("A Red, two-tone Sofa")["input_ids"]
+    assert ids == [2, v["a"], v["red"], v[","], v["two"], v["-"], v["tone"], 1, 3]  # sofa: unknown
+    loaded = AutoTokenizer.from_pretrained(str(folders[0]), local_files_only=True)
+    assert loaded("A Red, two-tone Sofa")["input_ids"] == ids
+    words = conditioning.caption_vocabulary(["A tall RED chair, with four legs"])
+    assert {"tall", "red", "chair", ",", "four", "legs", "blue", "table"} <= set(words)  # + colours, categories
+
+
+def test_encode_text_shapes_mask_and_eos_pooling(encoder):
+    prompts = ["a red chair", "a tall blue table with four legs"]
+    cond = encoder.encode_text(prompts)
+    assert isinstance(cond, Condition) and len(cond) == 2
+    assert cond.pooled.shape == (2, WIDTH) and cond.tokens.shape == (2, MAX_LEN, WIDTH)
+    assert cond.mask.dtype == torch.bool and cond.mask.sum(1).tolist() == [3 + 2, 7 + 2]  # [BOS] words [EOS]
+    assert cond.truncated == [False, False]
+    for b, n in enumerate(cond.mask.sum(1).tolist()):  # CLIP pools the (final-LayerNorm) state of [EOS]
+        torch.testing.assert_close(cond.pooled[b], cond.tokens[b, n - 1])
+    alone = encoder.encode_text(prompts[0])  # padding and the batch never change a prompt's features
+    torch.testing.assert_close(alone.pooled[0], cond.pooled[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(cond.pooled[0], cond.pooled[1], atol=1e-3)  # the comparison can fail
+
+
+@pytest.mark.parametrize("bad", ["", "   ", [], ["a red chair", ""], [None]])
+def test_empty_prompts_are_refused(encoder, bad):
+    with pytest.raises(ValueError, match="non-empty"):
+        encoder.encode_text(bad)
+
+
+def test_overlong_prompts_are_truncated_with_a_warning_and_a_flag(encoder):
+    long = " ".join(["a tall red chair with four legs"] * 3)  # 18 words > MAX_LEN - 2
+    with pytest.warns(UserWarning, match="1 of 2 prompts .* truncated"):
+        cond = encoder.encode_text([long, "a red chair"])
+    assert cond.truncated == [True, False] and cond.mask.sum(1).tolist() == [MAX_LEN, 5]
+    torch.testing.assert_close(cond.pooled[0], cond.tokens[0, MAX_LEN - 1])  # [EOS] is kept at the end
+
+
+def test_images_as_files_pil_numpy_and_torch_give_the_same_features(encoder, tmp_path):
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    chw = torch.from_numpy(hwc).permute(2, 0, 1).float() / 255
+    Image.fromarray(hwc).save(tmp_path / "view.png")
+    conds = [encoder.encode_image(x) for x in (Image.fromarray(hwc), hwc, chw, chw[None], [hwc, hwc],
+                                               tmp_path / "view.png")]
+    for cond in conds:
+        assert cond.pooled.shape[1:] == (WIDTH,) and cond.tokens.shape[1:] == (PATCHES, WIDTH)
+        assert cond.mask.all() and cond.mask.shape == cond.tokens.shape[:2]
+        torch.testing.assert_close(cond.pooled[0], conds[0].pooled[0], atol=1e-5, rtol=1e-5)
+    other = encoder.encode_image(np.ascontiguousarray(hwc[::-1]))
+    assert not torch.allclose(other.pooled, conds[0].pooled, atol=1e-3)  # the comparison can fail
+
+
+def test_alpha_is_composited_on_white_and_any_size_is_accepted(encoder):
+    white = encoder.encode_image(torch.ones(3, 32, 32)).pooled
+    clear = np.zeros((32, 32, 4), dtype=np.uint8)  # fully transparent black: white after compositing
+    torch.testing.assert_close(encoder.encode_image(Image.fromarray(clear, "RGBA")).pooled, white)
+    half = torch.cat([torch.tensor([1.0, 0, 0])[:, None, None].expand(3, 32, 32), torch.full((1, 32, 32), 0.5)])
+    pink = torch.tensor([1.0, 0.5, 0.5])[:, None, None].expand(3, 32, 32)  # red over white at alpha 1/2
+    torch.testing.assert_close(encoder.encode_image(half).pooled, encoder.encode_image(pink).pooled)
+    wide = torch.rand(3, 20, 32)  # padded with white to 32 x 32, nothing cropped
+    square = torch.ones(3, 32, 32)
+    square[:, 6:26] = wide
+    torch.testing.assert_close(encoder.encode_image(wide).pooled, encoder.encode_image(square).pooled)
+    for size in [(7, 300), (513, 64), (1, 1)]:  # any size, also grey, is resized to the encoder's input
+        assert encoder.encode_image(np.zeros(size, dtype=np.uint8)).tokens.shape == (1, PATCHES, WIDTH)
+    batch = [np.zeros((40, 50, 3), np.uint8), Image.new("RGBA", (64, 64)), torch.rand(4, 9, 9)]
+    assert encoder.encode_image(batch).pooled.shape == (3, WIDTH)
+
+
+@pytest.mark.parametrize("bad, error", [(torch.rand(3, 8, 8) * 2, ValueError), (torch.rand(5, 8, 8), ValueError),
+                                        (np.zeros((8, 8, 2), np.uint8), ValueError), (3.5, TypeError),
+                                        ("no/such/image.png", FileNotFoundError),
+                                        ([], ValueError), (torch.zeros(3, 0, 8), ValueError)])
+def test_bad_images_are_refused_clearly(encoder, bad, error):
+    with pytest.raises(error):
+        encoder.encode_image(bad)
+
+
+def test_encoders_are_frozen(encoder):
+    assert not any(p.requires_grad for p in encoder.parameters())
+    parent = torch.nn.ModuleDict({"cond": encoder, "head": torch.nn.Linear(WIDTH, 1)}).train()
+    assert parent["head"].training and not encoder.training and not encoder.text_model.training
+    cond = encoder.encode_text("a red chair")
+    assert not cond.pooled.requires_grad and not cond.tokens.requires_grad
+    loss = parent["head"](cond.pooled).sum()  # a trainable head on top still gets gradients
+    loss.backward()
+    assert parent["head"].weight.grad is not None
+
+
+def test_missing_hub_models_raise_one_line_errors(folders, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="hf download") as err:
+        ConditionEncoder.from_hub(text="sar3d-test/no-such-model-xyz", image=None)
+    assert "\n" not in str(err.value) and "tiny_clip" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="neither a local folder"):
+        ConditionEncoder.from_hub(text=None, image=folders[1].parent / "no" / "such-folder")
+    with pytest.raises(ValueError, match="not a CLIP text encoder"):
+        ConditionEncoder.from_hub(text=folders[1], image=None)
+    monkeypatch.setattr(conditioning, "HUB_TEXT", "sar3d-test/no-such-model-xyz")
+    with pytest.raises(FileNotFoundError):
+        conditioning.load_condition_encoder("hub")
+    monkeypatch.setattr(conditioning, "TINY_CLIP_FOLDER", folders[0])  # auto falls back to the tiny CLIP
+    auto = conditioning.load_condition_encoder("auto")
+    assert conditioning.TINY_CLIP_NAME in auto.name and auto.encode_image(torch.rand(3, 32, 32)).tokens.shape[1] == 16
+    with pytest.raises(ValueError, match="kind"):
+        conditioning.load_condition_encoder("large")
+
+
+def test_training_command_writes_a_loadable_tiny_clip(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAR3D_CACHE", str(tmp_path / "cache"))  # renders of 6 objects, not the shared cache
+    conditioning.train_tiny_clip(tmp_path / "clip", num_objects=6, views=1, epochs=1, batch_size=2, threads=1,
+                                 eval_count=3, progress=False)
+    metrics = json.loads((tmp_path / "clip" / "metrics.json").read_text())
+    assert metrics["retrieval"]["test_objects"] == 3 and "--objects 6" in metrics["command"]
+    enc = ConditionEncoder.tiny_clip(tmp_path / "clip")
+    assert enc.image_size == 64 and str(tmp_path / "clip") in enc.name  # from its preprocessor_config.json
+    assert enc.encode_text("a red chair").tokens.shape == (1, 32, 128)
+    assert enc.encode_image(torch.rand(2, 3, 64, 64)).tokens.shape == (2, 64, 128)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not (conditioning.TINY_CLIP_FOLDER / "model.safetensors").is_file():
+        pytest.skip(f"the tiny CLIP {conditioning.TINY_CLIP_FOLDER} is absent (train it: {conditioning.TRAIN_COMMAND})")
+    return conditioning.TINY_CLIP_FOLDER
+
+
+def test_shipped_tiny_clip_retrieves_fresh_test_renders(shipped):
+    from transformers import AutoTokenizer, CLIPModel
+
+    from sar3d_core.features import render_objects
+    from sar3d_core.world import objects_in_split
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the SDF renderer is fastest on one thread
+    try:
+        objects = objects_in_split("test", 24, start=2000)  # not the 100 test objects of metrics.json
+        images = render_objects(objects, 1, seed=77, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    model = CLIPModel.from_pretrained(str(shipped), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(shipped), local_files_only=True)
+    acc = conditioning.clip_retrieval(model, tokenizer, [o.caption for o in objects], images)
+    # measured 0.71 / 0.96 (chance: 1/24, 5/24)
+    assert acc["text_to_image_top1"] >= 0.4 and acc["text_to_image_top5"] >= 0.75, acc
+
+    enc = ConditionEncoder.tiny_clip()
+    assert enc.name.count(conditioning.TINY_CLIP_NAME) == 2
+    text, image = enc.encode_text([o.caption for o in objects[:3]]), enc.encode_image(images[:3])
+    assert text.pooled.shape == (3, 128) and text.tokens.shape == (3, 32, 128) and not any(text.truncated)
+    assert image.pooled.shape == (3, 128) and image.tokens.shape == (3, 64, 128)
