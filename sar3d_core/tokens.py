@@ -14,7 +14,6 @@ file from another schedule fails with one clear line instead of a wrong decode.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -126,14 +125,3 @@ def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "
     path = save_tokens(out, torch.cat(seqs), model.cfg, sources, captions, seeds, checkpoint)
     return {"objects": len(seeds), "seconds": round(seconds, 2),
             "objects_per_second": round(len(seeds) / max(seconds, 1e-9), 1), "path": str(path)}
-
-
-def describe(loaded: dict) -> str:
-    """One line about a loaded token file."""
-    return (f"{len(loaded['seed'])} object(s), scales {list(loaded['schedule'])}, "
-            f"{loaded['sequence'].shape[1]} tokens each, codebook {loaded['codebook_size']}, "
-            f"from {loaded['checkpoint'] or 'an unnamed checkpoint'}")
-
-
-def summary_json(loaded: dict) -> str:
-    return json.dumps({k: loaded[k] for k in ("schedule", "codebook_size", "checkpoint")})

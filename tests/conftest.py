@@ -29,3 +29,17 @@ def one_per_category(first_objects):
     for obj in first_objects:
         found.setdefault(obj.category, obj)
     return [found[c] for c in CATEGORIES]
+
+
+def run_torchrun(script, nproc: int = 2, timeout: int = 300):
+    """Run ``script`` under ``torch.distributed.run`` (one thread per process, gloo on loopback)
+    and return the finished process; the caller asserts on its return code."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           str(script)], env=env, capture_output=True, text=True, timeout=timeout)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import run_torchrun
 from sar3d_core import training
 from sar3d_core.training import EpochSampler, TrainConfig, find_checkpoint, load_checkpoint, step_generator, train
 
@@ -218,11 +219,7 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     out.mkdir()
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(TESTS), out=str(out)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(script)], env=env, capture_output=True, text=True, timeout=120)
+    result = run_torchrun(script, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (load_file(out / f"rank{r}_of_2.safetensors") for r in (0, 1))
     assert_same_weights(rank0, rank1)

@@ -167,11 +167,9 @@ save_file({{"codebook": q.codebook.weight.detach().contiguous()}}, {out!r} + f"/
 
 def test_ddp_dead_code_resets_keep_one_codebook(tmp_path):
     """Each rank holds its own batch; after resets at every step the ranks must still hold one codebook."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
+    from conftest import run_torchrun
     from safetensors.torch import load_file
 
     out = tmp_path / "ddp"
@@ -179,11 +177,7 @@ def test_ddp_dead_code_resets_keep_one_codebook(tmp_path):
     script = tmp_path / "ddp_vqvae.py"
     script.write_text(DDP_VQVAE_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out),
                                               data=str(Path(SAMPLES).resolve())))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(script)], env=env, capture_output=True, text=True, timeout=300)
+    result = run_torchrun(script)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = (load_file(out / f"codebook{r}.safetensors")["codebook"] for r in (0, 1))
     assert torch.equal(a, b)
