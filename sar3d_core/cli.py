@@ -251,6 +251,10 @@ def _cmd_train_vqvae(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = SAR3DConfig.paper() if args.preset == "paper" else SAR3DConfig.tiny()
+    if args.single_scale:
+        from .vqvae_train import single_scale_config
+
+        cfg = single_scale_config(cfg)
     data = Path(args.data) if args.data else default_cache_dir() / f"proc_train_{cfg.image_size}"
     if not args.data and not (data / "index.json").is_file():
         print(f"building the training set: {args.objects} procedural objects at {cfg.image_size} px in {data}")
@@ -262,6 +266,99 @@ def _cmd_train_vqvae(args) -> None:
     train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init)
     if args.export:
         print(f"exported the VQVAE to {args.export}")
+
+
+def _cmd_train_ar(args) -> None:
+    import dataclasses
+
+    import torch
+
+    from .ar_train import train_ar
+    from .conditioning import load_condition_encoder
+    from .training import TrainConfig
+    from .transformer import TransformerSettings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vqvae, _ = _load_vqvae(args.vqvae)
+    encoder = load_condition_encoder(args.encoder)
+    settings = TransformerSettings.from_config(vqvae.cfg, args.cond)
+    sizes = {k: v for k, v in (("depth", args.depth), ("width", args.width), ("num_heads", args.heads)) if v}
+    settings = dataclasses.replace(settings, **sizes)
+    train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device,
+                            weight_decay=args.weight_decay)
+    train_ar(args.tokens, args.data, vqvae, encoder, args.cond, train_cfg, next_token=args.next_token,
+             settings=settings, resume=args.resume, export=args.export)
+    if args.export:
+        print(f"exported the generator to {args.export}")
+
+
+def _cmd_generate(args) -> None:
+    import torch
+
+    from .cameras import orbit_cameras
+    from .generate import DEFAULT_IMAGE, DEFAULT_TEXT, Generator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if (args.text is None) == (args.image is None):
+        raise ValueError("give --text PROMPT or --image FILE (one of the two)")
+    ckpt = args.checkpoint or (DEFAULT_TEXT if args.text is not None else DEFAULT_IMAGE)
+    if args.image is not None and not Path(args.image).is_file():
+        raise FileNotFoundError(f"{args.image}: no such image")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".glb", ".obj", ".ply"):
+        raise ValueError(f"--out {out}: write a mesh file (.glb, .obj or .ply)")
+    gen = Generator.from_pretrained(ckpt, args.vqvae)
+    cams = orbit_cameras([45.0 * v for v in range(8)], [20.0] * 8) if args.views else None
+    res = gen.generate(text=args.text, image=args.image, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, cameras=cams, mesh=True,
+                       mesh_resolution=args.mesh_resolution)
+    mesh = res.meshes[0]
+    if mesh is None:
+        raise ValueError("the sampled object has no surface (try another --seed or a larger --cfg)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mesh.export(out)
+    print(f"wrote {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces; generator {res.model}, "
+          f"condition encoder {gen.encoder.name}")
+    if args.views:
+        import numpy as np
+        from PIL import Image
+
+        row = res.views["rgb"][0].clamp(0, 1).permute(2, 0, 3, 1).flatten(1, 2)  # (H, V*W, 3)
+        Path(args.views).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((row.numpy() * 255).round().astype(np.uint8)).save(args.views)
+        print(f"wrote {args.views}: {res.views['rgb'].shape[1]} views around the object")
+    print("time: " + res.timing_line())
+
+
+def _cmd_bench_sampling(args) -> None:
+    import torch
+
+    from .generate import DEFAULT_NEXT_TOKEN, DEFAULT_TEXT, Generator, benchmark_sampling
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ns = Generator.from_pretrained(args.checkpoint or DEFAULT_TEXT, args.vqvae)
+    nt = None if args.no_next_token else Generator.from_pretrained(args.next_token_checkpoint or DEFAULT_NEXT_TOKEN,
+                                                                   args.next_token_vqvae)
+    r = benchmark_sampling(ns, nt, prompt=args.prompt, repeats=args.repeats, cfg=args.cfg)
+    r["next_scale_generator"], r["next_token_generator"] = ns.name, (nt.name if nt else None)
+    print(f"sampling one object with CFG {args.cfg} on {r['threads']} threads (median of {args.repeats}):")
+    print(f"  next-scale  {r['next_scale_tokens']} tokens in {r['next_scale_passes']} passes: "
+          f"{1000 * r['next_scale_s']:.1f} ms")
+    if nt is not None:
+        print(f"  next-token  {r['next_token_tokens']} tokens in {r['next_token_tokens']} passes: "
+              f"{1000 * r['next_token_s']:.1f} ms  -> next-scale is {r['speedup']:.1f}x faster")
+    print(f"  one teacher-forced forward over the sequence (CFG batch 2): {1000 * r['teacher_forced_s']:.1f} ms "
+          f"-> sampling / forward = {r['sampling_over_forward']:.2f}")
+    stages = ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in r["end_to_end_stages_s"].items())
+    print(f"  text -> mesh end to end: {1000 * r['end_to_end_s']:.0f} ms median ({stages})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=2))
+        print(f"wrote {args.json}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -388,9 +485,68 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("--export", default=None, help="write the trained VQVAE here (save_pretrained)")
     t.add_argument("--init", default=None, help="start from this VQVAE checkpoint folder")
+    t.add_argument("--single-scale", action="store_true",
+                   help="one scale at the latent size: the VQVAE of the next-token baseline")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.set_defaults(func=_cmd_train_vqvae)
+
+    t = train_sub.add_parser("ar", help="the next-scale AR generator on precomputed tokens (Sec. 4.2)",
+                             description="Train the AR transformer on a token file (sar3d data tokenize) with "
+                                         "the project's training loop; works under torchrun (DDP).")
+    t.add_argument("--tokens", required=True, help="token file of the training set (sar3d data tokenize)")
+    t.add_argument("--data", required=True, help="the data set folder the tokens were made from (captions, images)")
+    t.add_argument("--cond", choices=["text", "image"], default="text")
+    t.add_argument("--vqvae", default=None, help="the VQVAE that made the tokens (default: the shipped tiny one)")
+    t.add_argument("--encoder", default="tiny", choices=["tiny", "hub", "auto"],
+                   help="condition encoder: the shipped tiny CLIP (default), the hub CLIP/DINOv2, or auto")
+    t.add_argument("--next-token", action="store_true", help="the next-token baseline (single-scale tokens)")
+    t.add_argument("--depth", type=int, default=None, help="blocks (default: the VQVAE preset's)")
+    t.add_argument("--width", type=int, default=None, help="model width (default: the VQVAE preset's)")
+    t.add_argument("--heads", type=int, default=None, help="attention heads (default: the preset's)")
+    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--batch-size", type=int, default=32, help="sequences per step and process")
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="runs/ar_text_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
+    t.add_argument("--ckpt-every", type=int, default=500)
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    t.add_argument("--export", default=None, help="write the trained generator here")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.set_defaults(func=_cmd_train_ar)
+
+    p = sub.add_parser("generate", help="text- or image-to-3D with a trained generator (Sec. 4.2)")
+    p.add_argument("--text", default=None, help="a prompt, e.g. 'a 3D model of a chair coloured red'")
+    p.add_argument("--image", default=None, help="a condition image (PNG/JPG, any size, alpha on white)")
+    p.add_argument("--out", required=True, help="mesh file to write (.glb, .obj or .ply)")
+    p.add_argument("--views", default=None, help="also write a PNG strip of 8 views around the object")
+    p.add_argument("--checkpoint", default=None, help="generator folder (default: the shipped tiny text/image one)")
+    p.add_argument("--vqvae", default=None, help="its VQVAE folder (default: the shipped one)")
+    p.add_argument("--cfg", type=float, default=4.0, help="guidance scale (default 4, the paper's)")
+    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-p", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mesh-resolution", type=int, default=48)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True)
+    b = bench_sub.add_parser("sampling", help="next-scale vs next-token sampling, compute floor, text -> mesh time")
+    b.add_argument("--prompt", default="a 3D model of a chair coloured red")
+    b.add_argument("--checkpoint", default=None, help="next-scale text generator (default: the shipped one)")
+    b.add_argument("--vqvae", default=None, help="its VQVAE (default: the shipped one)")
+    b.add_argument("--next-token-checkpoint", default=None, help="next-token baseline (default: the shipped one)")
+    b.add_argument("--next-token-vqvae", default=None, help="its single-scale VQVAE (default: the shipped one)")
+    b.add_argument("--no-next-token", action="store_true", help="skip the baseline")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--cfg", type=float, default=4.0)
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    b.set_defaults(func=_cmd_bench_sampling)
     return parser
 
 

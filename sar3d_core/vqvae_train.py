@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import SAR3DConfig
-from .training import TrainConfig, find_checkpoint, load_checkpoint, step_generator, train
+from .training import TrainConfig, find_checkpoint, is_main_process, load_checkpoint, step_generator, train
 from .triplane import patch_index
 from .vqvae import SAR3DVQVAE
 
@@ -243,19 +243,43 @@ class PackedDataset(torch.utils.data.Dataset):
                 for k, v in self.items[i].items()}
 
 
+def single_scale_config(cfg: SAR3DConfig) -> SAR3DConfig:
+    """The next-token baseline's VQVAE config (issue 5): one scale at the full latent size."""
+    d = cfg.to_dict()
+    d["scales"] = [cfg.latent_size]
+    return SAR3DConfig.from_dict(d)
+
+
+def init_from(init, scales=None) -> SAR3DVQVAE:
+    """A VQVAE initialised from the checkpoint ``init``; with ``scales``, under that schedule.
+
+    The weights do not depend on the schedule (the ``phi`` convs are shared by position on
+    [0, 1], ``quantizer.phi_index``), so a multi-scale model's encoder, codebook, ``phi`` and
+    decoder can start the single-scale baseline, which is then fine-tuned.
+    """
+    model = SAR3DVQVAE.from_pretrained(init)
+    if scales is None or tuple(scales) == tuple(model.cfg.scales):
+        return model
+    d = model.cfg.to_dict()
+    d["scales"] = list(scales)
+    other = SAR3DVQVAE(SAR3DConfig.from_dict(d))
+    other.load_state_dict(model.state_dict())
+    return other
+
+
 def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: ObjectiveSettings | None = None,
                 resume: bool = False, export=None, init=None) -> dict:
     """Train the VQVAE on ``data`` (a built procedural folder or chunk folders, all 12 views
     supervised) with ``training.train``; export the VQVAE to ``export`` when given.
 
-    ``init``: a VQVAE checkpoint folder to start from (fine-tuning); ignored on resume.
-    Returns a summary (steps, seconds, LPIPS status, final losses).
+    ``init``: a VQVAE checkpoint folder to start from (fine-tuning), under ``cfg``'s schedule
+    (``init_from``); ignored on resume. Returns a summary (steps, seconds, LPIPS status, final losses).
     """
     from .data import MultiViewDataset
 
     settings = settings or ObjectiveSettings()
     t0 = time.perf_counter()
-    model = SAR3DVQVAE.from_pretrained(init) if init else SAR3DVQVAE(cfg)
+    model = init_from(init, cfg.scales) if init else SAR3DVQVAE(cfg)
     cfg = model.cfg
     objective = VQVAEObjective(model, settings)
     dataset = MultiViewDataset(data, size=cfg.image_size, target_views=range(12))
@@ -276,7 +300,7 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     t1 = time.perf_counter()
     rows = train(objective, packed, loss_fn, train_cfg, resume=resume)
     t_train = time.perf_counter() - t1
-    if export:
+    if export and is_main_process():  # one writer under DDP: the ranks hold the same weights
         model.save_pretrained(export)
     summary = {"steps": train_cfg.steps, "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1),
                "lpips": objective.lpips_status, "final": rows[-1] if rows else None}

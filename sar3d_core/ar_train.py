@@ -1,0 +1,213 @@
+"""Training the autoregressive generator on precomputed tokens (paper Sec. 4.2, Supp. C).
+
+As in the official code, the transformer never sees images or meshes while it trains: the
+VQVAE has already turned every object into its token sequence (``sar3d data tokenize``), and
+the frozen condition encoder turns every caption (text model) or condition image (image
+model) into features once, before the first step. What remains per step is one
+teacher-forced pass (``SAR3DTransformer.teacher_input`` + ``forward``) and the cross-entropy
+over all ``L`` tokens, with 10% of the conditions dropped to the learned null condition.
+
+* **Condition image** (image model): view 0 of the object's chunk (an input view of the
+  chunk layout, ``cameras.CHUNK_LAYOUT``), the same view at training and test time. The
+  paper conditions on one rendered view too; the novel views 6-11 are kept for the PSNR
+  target (``ar_eval``).
+* **Next-token baseline** (``next_token=True``): the same trainer over the tokens of the
+  single-scale VQVAE (one 8x8 scale per plane, raster order), with a causal mask.
+
+Checkpoints of a trained generator: ``save_generator`` / ``load_generator`` write
+``model.safetensors`` + ``config.json`` (format ``sar3d-ar/1``) with everything needed to
+rebuild the transformer and to check that the VQVAE and condition encoder it is paired with
+are the ones it was trained on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .config import SAR3DConfig
+from .quantizer import sequence_to_tokens
+from .training import TrainConfig, is_main_process, step_generator, train
+from .transformer import CONDITIONS, SAR3DTransformer, TransformerSettings
+
+FORMAT = "sar3d-ar/1"
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+CONDITION_VIEW = 0  # the chunk view an image-conditioned model sees
+
+
+# ------------------------------------------------------------------------------ data
+def condition_images(data, count: int, view: int = CONDITION_VIEW, size: int | None = None) -> torch.Tensor:
+    """View ``view`` of the first ``count`` objects of a data set folder: ``(N, 3, H, W)`` in [0, 1]."""
+    from .data import MultiViewDataset
+
+    ds = MultiViewDataset(data, size=size)
+    if len(ds) < count:
+        raise ValueError(f"{data} holds {len(ds)} objects, fewer than the {count} of the token file: "
+                         f"give the data set the tokens were made from")
+    return torch.stack([ds.read(i).rgb[view] for i in tqdm(range(count), desc="condition images", unit="obj",
+                                                             leave=False)])
+
+
+@torch.no_grad()
+def encode_conditions(encoder, condition: str, captions=None, images=None, batch_size: int = 64) -> dict:
+    """Features of every caption or image: ``pooled (N, D)``, ``tokens (N, T, D_t)``, ``mask (N, T)``."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition {condition!r} is unknown: choose one of {CONDITIONS}")
+    items = captions if condition == "text" else images
+    if items is None or len(items) == 0:
+        raise ValueError(f"no {'captions' if condition == 'text' else 'images'} to encode")
+    parts = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i:i + batch_size]
+        parts.append(encoder.encode_text(list(chunk)) if condition == "text" else encoder.encode_image(chunk))
+    return {"pooled": torch.cat([p.pooled for p in parts]).float().cpu(),
+            "tokens": torch.cat([p.tokens for p in parts]).float().cpu(),
+            "mask": torch.cat([p.mask for p in parts]).cpu(), "name": parts[0].name}
+
+
+class ARDataset(torch.utils.data.Dataset):
+    """Token sequences with their teacher-forcing inputs and condition features, in memory."""
+
+    def __init__(self, sequence_NL: torch.Tensor, teacher_NlC: torch.Tensor, cond: dict):
+        n = sequence_NL.shape[0]
+        if not (teacher_NlC.shape[0] == cond["pooled"].shape[0] == n):
+            raise ValueError("sequences, teacher inputs and conditions need one row per object")
+        self.seq, self.teacher = sequence_NL.long(), teacher_NlC.float()
+        self.pooled, self.tokens, self.mask = cond["pooled"], cond["tokens"], cond["mask"]
+
+    def __len__(self) -> int:
+        return self.seq.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        return {"seq": self.seq[i], "teacher": self.teacher[i], "pooled": self.pooled[i],
+                "tokens": self.tokens[i], "mask": self.mask[i]}
+
+
+@torch.no_grad()
+def teacher_inputs(model: SAR3DTransformer, quantizer, sequence_NL: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``teacher_input`` of every sequence, ``(N, L - num_start, C)``."""
+    out = []
+    for i in range(0, sequence_NL.shape[0], batch_size):
+        tokens = sequence_to_tokens(sequence_NL[i:i + batch_size], model.scales)
+        out.append(model.teacher_input(quantizer, tokens).float())
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------ the objective
+class ARObjective(nn.Module):
+    """Teacher-forced cross-entropy (Eq. 1) of a ``SAR3DTransformer``; logs per-scale accuracy."""
+
+    def __init__(self, model: SAR3DTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, step: int) -> dict:
+        g = step_generator(step)
+        logits = self.model(batch["teacher"], batch["pooled"], batch["tokens"], batch["mask"], generator=g)
+        out = self.model.loss(logits, batch["seq"])
+        scalars = {"loss": out["loss"], "accuracy": out["accuracy"]}
+        if not self.model.next_token:
+            scalars.update({f"acc_s{k + 1}": a for k, a in enumerate(out["accuracy_per_scale"])})
+        return scalars
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def save_generator(folder, model: SAR3DTransformer, vqvae_cfg: SAR3DConfig, condition: str,
+                   encoder_name: str, extra: dict | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (everything ``load_generator`` needs)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "condition": condition, "next_token": model.next_token,
+            "settings": dataclasses.asdict(model.settings), "cond_dim": model.cond_dim,
+            "cond_token_dim": model.cond_token_dim, "vqvae_config": vqvae_cfg.to_dict(),
+            "condition_encoder": encoder_name, "parameters": model.num_parameters(), **(extra or {})}
+    tmp_w, tmp_c = folder / f".{WEIGHTS_NAME}.tmp", folder / f".{CONFIG_NAME}.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp_w),
+              metadata={"format": FORMAT})
+    tmp_c.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp_w, folder / WEIGHTS_NAME)
+    os.replace(tmp_c, folder / CONFIG_NAME)
+    return folder
+
+
+def load_generator(folder) -> tuple[SAR3DTransformer, dict]:
+    """``(transformer in eval mode, its config.json)`` from a ``save_generator`` folder."""
+    folder = Path(folder)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} has no {name}: not a generator checkpoint "
+                                    f"(train one with `sar3d train ar`)")
+    try:
+        meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{folder / CONFIG_NAME} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{folder / CONFIG_NAME} has format {got!r}, expected {FORMAT!r}")
+    cfg = SAR3DConfig.from_dict(meta["vqvae_config"])
+    settings = TransformerSettings(**meta["settings"])
+    model = SAR3DTransformer.from_config(cfg, meta["cond_dim"], meta["cond_token_dim"], meta["condition"],
+                                         settings, meta["next_token"])
+    try:
+        tensors = load_file(str(folder / WEIGHTS_NAME))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {err}") from err
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(tensors)) + sorted(k for k in set(own) & set(tensors)
+                                                    if own[k].shape != tensors[k].shape)
+    if bad:
+        raise ValueError(f"weights in {folder / WEIGHTS_NAME} do not fit its config: {bad[:5]}")
+    model.load_state_dict(tensors)
+    return model.eval(), meta
+
+
+# ------------------------------------------------------------------------------ training
+def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: TrainConfig, next_token: bool = False,
+             settings: TransformerSettings | None = None, resume: bool = False, export=None) -> dict:
+    """Train a generator on a token file (``sar3d data tokenize``) of the data set ``data``.
+
+    ``vqvae``: the ``SAR3DVQVAE`` that made the tokens (its quantizer builds the teacher inputs);
+    ``encoder``: the frozen ``conditioning.ConditionEncoder``. Returns a summary.
+    """
+    from .tokens import load_tokens
+
+    t0 = time.perf_counter()
+    loaded = load_tokens(tokens_path, vqvae.cfg)
+    if next_token and len(vqvae.cfg.scales) != 1:
+        raise ValueError(f"the next-token baseline reads tokens of a single-scale VQVAE, this one has scales "
+                         f"{list(vqvae.cfg.scales)} (train one with `sar3d train vqvae --single-scale`)")
+    seq = loaded["sequence"]
+    if condition == "text":
+        cond = encode_conditions(encoder, "text", captions=loaded["caption"])
+    else:
+        cond = encode_conditions(encoder, "image", images=condition_images(data, len(seq), size=vqvae.cfg.image_size))
+    model = SAR3DTransformer.from_config(vqvae.cfg, cond["pooled"].shape[1], cond["tokens"].shape[2], condition,
+                                         settings, next_token)
+    dataset = ARDataset(seq, teacher_inputs(model, vqvae.quantizer, seq), cond)
+    t_data = time.perf_counter() - t0
+    if is_main_process():
+        print(f"data: {len(dataset)} sequences of {model.seq_len} tokens from {tokens_path}; condition features of "
+              f"{cond['name']} in {t_data:.0f} s; transformer {model.num_parameters() / 1e6:.2f}M parameters")
+    out_dir = Path(train_cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t1 = time.perf_counter()
+    rows = train(ARObjective(model), dataset, lambda net, batch, step: net(batch, step), train_cfg, resume=resume)
+    t_train = time.perf_counter() - t1
+    summary = {"steps": train_cfg.steps, "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1),
+               "condition": condition, "next_token": next_token, "condition_encoder": cond["name"],
+               "parameters": model.num_parameters(), "final": rows[-1] if rows else None}
+    if is_main_process():  # one writer under DDP: the ranks hold the same weights
+        if export:
+            save_generator(export, model, vqvae.cfg, condition, cond["name"],
+                           {"training": {k: v for k, v in summary.items() if k != "final"},
+                            "tokens": str(tokens_path)})
+        print("summary " + json.dumps(summary))
+    return summary

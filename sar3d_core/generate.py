@@ -1,0 +1,198 @@
+"""Text- and image-to-3D with a trained generator (paper Sec. 4.2, Fig. 3a; Supp. C).
+
+``Generator`` pairs the three frozen pieces a sample needs and checks that they belong
+together: the condition encoder (its ``name`` must be the one the transformer was trained
+on), the VQVAE (same config as the one whose tokens trained it), and the transformer.
+``Generator.generate`` then runs the whole pipeline, timing each stage:
+
+1. ``condition``: the prompt or image -> pooled vector + token features;
+2. ``sample``: next-scale (K passes with the KV cache) or next-token (``3 h w`` passes)
+   sampling with classifier-free guidance (``sampling``);
+3. ``decode``: Alg. 2 (tokens -> ``f_hat``) and the triplane decoder;
+4. ``render``: volume-rendered views (optional);
+5. ``mesh``: marching cubes on the field (optional; FlexiCubes is a later tutorial).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .ar_train import load_generator
+from .config import SAR3DConfig
+from .sampling import sample_next_scale, sample_next_token
+
+DEFAULT_TEXT = Path(__file__).resolve().parent.parent / "data_samples" / "ar_text_tiny"
+DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "data_samples" / "ar_image_tiny"
+DEFAULT_NEXT_TOKEN = Path(__file__).resolve().parent.parent / "data_samples" / "ar_text_next_token_tiny"
+DEFAULT_SINGLE_SCALE_VQVAE = Path(__file__).resolve().parent.parent / "data_samples" / "vqvae_single_scale_tiny"
+
+
+@dataclass
+class Generation:
+    """What ``Generator.generate`` made for a batch of B conditions."""
+
+    tokens: list  # [(B, 3, h_k, w_k)] per scale
+    planes: torch.Tensor  # (B, 3, F, H', W') feature triplanes
+    views: dict | None  # rgb (B, V, 3, H, W), depth, mask, or None
+    meshes: list | None  # trimesh.Trimesh per object (None where the field has no surface)
+    seconds: dict = field(default_factory=dict)  # per stage
+    model: str = ""  # which checkpoints made it
+
+    def timing_line(self) -> str:
+        total = sum(self.seconds.values())
+        parts = ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in self.seconds.items())
+        return f"{1000 * total:.0f} ms in all: {parts}"
+
+
+class Generator:
+    """Condition encoder + transformer + VQVAE, checked to be a trained set (see module doc)."""
+
+    def __init__(self, transformer, meta: dict, vqvae, encoder):
+        cfg = SAR3DConfig.from_dict(meta["vqvae_config"])
+        if cfg.to_dict() != vqvae.cfg.to_dict():
+            raise ValueError("the VQVAE does not match the generator: it was trained on tokens of another "
+                             "config (pass the VQVAE checkpoint it was trained with)")
+        tower = encoder.text_name if meta["condition"] == "text" else encoder.image_name
+        if tower != meta["condition_encoder"]:
+            raise ValueError(f"the generator was trained on features of {meta['condition_encoder']!r}, "
+                             f"not {tower!r}: load that condition encoder")
+        transformer.check_quantizer(vqvae.quantizer)
+        self.transformer, self.meta, self.vqvae, self.encoder = transformer.eval(), meta, vqvae.eval(), encoder
+        self.condition_kind = meta["condition"]
+
+    @classmethod
+    def from_pretrained(cls, folder, vqvae_folder=None, encoder=None) -> "Generator":
+        """``folder``: a ``save_generator`` checkpoint; ``vqvae_folder``: default the shipped tiny
+        VQVAE (or the single-scale one for a next-token model); ``encoder``: default the tiny CLIP."""
+        from .conditioning import load_condition_encoder
+        from .vqvae import SAR3DVQVAE
+        from .vqvae_train import load_default
+
+        transformer, meta = load_generator(folder)
+        if vqvae_folder is not None:
+            vqvae = SAR3DVQVAE.from_pretrained(vqvae_folder)
+        elif meta["next_token"]:
+            vqvae = SAR3DVQVAE.from_pretrained(DEFAULT_SINGLE_SCALE_VQVAE)
+        else:
+            vqvae = load_default()
+        encoder = encoder or load_condition_encoder("tiny" if "tiny" in meta["condition_encoder"] else "auto")
+        gen = cls(transformer, meta, vqvae, encoder)
+        gen.name = f"{Path(folder).name} ({meta['condition']}, {'next-token' if meta['next_token'] else 'next-scale'})"
+        return gen
+
+    @property
+    def next_token(self) -> bool:
+        return self.transformer.next_token
+
+    def condition(self, text=None, image=None):
+        """``conditioning.Condition`` of prompts or images (exactly one of the two)."""
+        if (text is None) == (image is None):
+            raise ValueError("give a text prompt or an image, not both and not neither")
+        if text is not None:
+            if self.condition_kind != "text":
+                raise ValueError("this generator is image-conditioned: give --image")
+            return self.encoder.encode_text(text)
+        if self.condition_kind != "image":
+            raise ValueError("this generator is text-conditioned: give --text")
+        return self.encoder.encode_image(image)
+
+    @torch.no_grad()
+    def sample_tokens(self, cond, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
+                      top_p: float = 0.5, seed: int = 0) -> list:
+        sampler = sample_next_token if self.next_token else sample_next_scale
+        return sampler(self.transformer, self.vqvae.quantizer, cond.pooled, cond.tokens, cond.mask, cfg=cfg,
+                       cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed)
+
+    @torch.no_grad()
+    def generate(self, text=None, image=None, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
+                 top_p: float = 0.5, seed: int = 0, cameras: torch.Tensor | None = None, size: int | None = None,
+                 mesh: bool = False, mesh_resolution: int = 48) -> Generation:
+        """The pipeline of the module doc. ``cameras (V, 25)``: render those views (none if None)."""
+        seconds = {}
+        t = time.perf_counter()
+        cond = self.condition(text, image)
+        seconds["condition"] = time.perf_counter() - t
+        t = time.perf_counter()
+        tokens = self.sample_tokens(cond, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed)
+        seconds["sample"] = time.perf_counter() - t
+        t = time.perf_counter()
+        planes = self.vqvae.decode_tokens(tokens)
+        seconds["decode"] = time.perf_counter() - t
+        views = None
+        if cameras is not None:
+            t = time.perf_counter()
+            c = cameras.to(planes.dtype)
+            c = c.expand(planes.shape[0], -1, -1) if c.ndim == 2 else c
+            views = self.vqvae.render(planes, c, size, chunk=8192)
+            seconds["render"] = time.perf_counter() - t
+        meshes = None
+        if mesh:
+            from .meshing import extract_mesh
+
+            t = time.perf_counter()
+            meshes = []
+            for b in range(planes.shape[0]):
+                try:
+                    meshes.append(extract_mesh(self.vqvae.field, planes[b:b + 1],
+                                               self.vqvae.triplane_settings.num_samples, mesh_resolution))
+                except ValueError:
+                    meshes.append(None)
+            seconds["mesh"] = time.perf_counter() - t
+        return Generation(tokens, planes, views, meshes, seconds, getattr(self, "name", "generator"))
+
+
+# ------------------------------------------------------------------------------ timing
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: first-call allocations and lazy imports are not the sampler's cost
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(sorted(times)[len(times) // 2])
+
+
+@torch.no_grad()
+def benchmark_sampling(next_scale: Generator, next_token: Generator | None = None,
+                       prompt: str = "a 3D model of a chair coloured red", repeats: int = 5, cfg: float = 4.0,
+                       mesh_resolution: int = 48) -> dict:
+    """The numbers of ``sar3d bench sampling`` (issue 5), all in one run on this machine:
+
+    * ``next_scale_s`` / ``next_token_s``: median wall time to sample one object's tokens
+      with CFG (batch 1, both branches), and their ratio;
+    * ``teacher_forced_s``: one teacher-forced forward over the full sequence at the same
+      batch with CFG (2 rows: conditional and null), the compute floor of sampling;
+    * ``end_to_end_s``: text -> condition -> tokens -> planes -> marching-cubes mesh, and its stages.
+    """
+    cond = next_scale.condition(text=prompt)
+    kw = dict(cfg=cfg, top_k=10, top_p=0.5, seed=0)
+    model, q = next_scale.transformer, next_scale.vqvae.quantizer
+    out = {"prompt": prompt, "threads": torch.get_num_threads(), "repeats": repeats, "cfg": cfg,
+           "next_scale_tokens": model.seq_len, "next_scale_passes": len(model.scales)}
+    out["next_scale_s"] = _median_seconds(lambda: next_scale.sample_tokens(cond, **kw), repeats)
+    tokens = next_scale.sample_tokens(cond, **kw)
+    x = model.teacher_input(q, tokens)
+    null_p, null_t = model.null_condition(1, cond.tokens.shape[1])
+    pooled2, tokens2 = torch.cat((cond.pooled, null_p)), torch.cat((cond.tokens, null_t))
+    mask2 = torch.cat((cond.mask, torch.ones_like(cond.mask)))
+    out["teacher_forced_s"] = _median_seconds(lambda: model(torch.cat((x, x)), pooled2, tokens2, mask2), repeats)
+    out["sampling_over_forward"] = out["next_scale_s"] / out["teacher_forced_s"]
+    if next_token is not None:
+        nt_cond = next_token.condition(text=prompt)
+        out["next_token_tokens"] = next_token.transformer.seq_len
+        out["next_token_s"] = _median_seconds(lambda: next_token.sample_tokens(nt_cond, **kw), max(1, repeats // 2))
+        out["speedup"] = out["next_token_s"] / out["next_scale_s"]
+    runs = []
+    for i in range(repeats + 1):
+        res = next_scale.generate(text=prompt, mesh=True, mesh_resolution=mesh_resolution, seed=i, cfg=cfg)
+        runs.append(res.seconds)
+    runs = runs[1:]  # the first is a warm-up
+    totals = sorted(sum(r.values()) for r in runs)
+    out["end_to_end_s"] = float(totals[len(totals) // 2])
+    out["end_to_end_stages_s"] = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+    out["mesh_resolution"] = mesh_resolution
+    return out

@@ -1,0 +1,202 @@
+"""AR training on token files, generator checkpoints, generation and its CLI (paper Sec. 4.2)."""
+import json
+
+import pytest
+import torch
+
+from sar3d_core.ar_train import ARDataset, condition_images, encode_conditions, load_generator, teacher_inputs, train_ar
+from sar3d_core.cli import main
+from sar3d_core.conditioning import ConditionEncoder
+from sar3d_core.config import SAR3DConfig
+from sar3d_core.data import MultiViewDataset, build_dataset
+from sar3d_core.generate import Generator
+from sar3d_core.cameras import orbit_cameras
+from sar3d_core.tokens import load_tokens, tokenize_dataset, tokens_of
+from sar3d_core.training import TrainConfig
+from sar3d_core.transformer import SAR3DTransformer, TransformerSettings
+from sar3d_core.vqvae import SAR3DVQVAE
+from sar3d_core.vqvae_train import init_from, single_scale_config
+
+SMALL_AR = TransformerSettings(depth=1, width=32, num_heads=2, cond_dropout=0.1)
+
+
+def small_config(scales=(1, 2, 4)) -> SAR3DConfig:
+    return SAR3DConfig(
+        name="test", image_size=32, latent_size=4, scales=scales, codebook_size=64,
+        extra={"encoder": {"base_channels": 8, "max_channels": 16, "fused_channels": 16},
+               "triplane": {"feature_channels": 8, "decoder_channels": (8, 8, 8), "mlp_hidden": 16, "num_samples": 8}})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ar")
+    data = build_dataset(root / "data", 6, size=32, supersample=1, progress=False)
+    torch.manual_seed(0)
+    vqvae = SAR3DVQVAE(small_config()).eval()
+    vqvae.save_pretrained(root / "vqvae")
+    tokenize_dataset(vqvae, data, root / "tokens.npz", batch_size=4)
+    single = init_from(root / "vqvae", (4,)).eval()
+    single.save_pretrained(root / "vqvae1")
+    tokenize_dataset(single, data, root / "tokens1.npz", batch_size=4)
+    return {"root": root, "data": data, "vqvae": vqvae, "single": single, "encoder": ConditionEncoder.tiny_clip()}
+
+
+def _train(setup, tmp_path, condition="text", next_token=False, steps=3, **kw):
+    vq = setup["single"] if next_token else setup["vqvae"]
+    tokens = setup["root"] / ("tokens1.npz" if next_token else "tokens.npz")
+    cfg = TrainConfig(steps=steps, batch_size=3, lr=3e-3, out_dir=str(tmp_path / "run"), ckpt_every=0, log_every=1)
+    return train_ar(tokens, setup["data"], vq, setup["encoder"], condition, cfg, next_token=next_token,
+                    settings=SMALL_AR, export=tmp_path / "gen", **kw)
+
+
+def test_single_scale_vqvae_shares_the_weights_and_encodes_the_latent_at_once(setup):
+    multi, single = setup["vqvae"], setup["single"]
+    assert single.cfg.scales == (4,) and single_scale_config(multi.cfg).scales == (4,)
+    assert all(torch.equal(a, b) for a, b in zip(multi.state_dict().values(), single.state_dict().values()))
+    x = MultiViewDataset(setup["data"], size=32)[0]["encoder_input"][None]
+    with torch.no_grad():
+        q = single.encode(x)
+    assert len(q.tokens) == 1 and q.tokens[0].shape == (1, 3, 4, 4)
+    # one scale at full resolution: f_hat is phi(lookup) of the nearest codes of the latent itself
+    with torch.no_grad():
+        f = single.encoder(x)
+        z = torch.nn.functional.normalize(f.permute(0, 1, 3, 4, 2), dim=-1)
+        codes = torch.nn.functional.normalize(single.quantizer.codebook.weight, dim=-1)
+    assert torch.equal((z @ codes.T).argmax(-1), q.tokens[0])
+
+
+def test_condition_features_and_teacher_inputs_line_up(setup):
+    loaded = load_tokens(setup["root"] / "tokens.npz")
+    images = condition_images(setup["data"], 6, size=32)
+    ds = MultiViewDataset(setup["data"], size=32)
+    assert torch.equal(images[2], ds.read(2).rgb[0])
+    with pytest.raises(ValueError, match="fewer than"):
+        condition_images(setup["data"], 7)
+    text = encode_conditions(setup["encoder"], "text", captions=loaded["caption"])
+    assert text["pooled"].shape[0] == 6 and text["mask"].dtype == torch.bool and "tiny" in text["name"]
+    img = encode_conditions(setup["encoder"], "image", images=images)
+    assert img["tokens"].shape[:2] == img["mask"].shape and img["mask"].all()
+    with pytest.raises(ValueError, match="unknown"):
+        encode_conditions(setup["encoder"], "audio", captions=["x"])
+    model = SAR3DTransformer.from_config(setup["vqvae"].cfg, text["pooled"].shape[1], text["tokens"].shape[2],
+                                         "text", SMALL_AR)
+    teacher = teacher_inputs(model, setup["vqvae"].quantizer, loaded["sequence"], batch_size=4)
+    assert teacher.shape == (6, model.seq_len - model.num_start, 8)
+    one = model.teacher_input(setup["vqvae"].quantizer, tokens_of(loaded, 3))
+    assert torch.allclose(teacher[3], one[0])
+    item = ARDataset(loaded["sequence"], teacher, text)[3]
+    assert torch.equal(item["seq"], loaded["sequence"][3]) and torch.equal(item["pooled"], text["pooled"][3])
+
+
+def test_training_lowers_the_loss_and_exports_a_loadable_generator(setup, tmp_path):
+    summary = _train(setup, tmp_path, steps=40)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < 0.75 * first, (first, last)  # 6 sequences are memorised quickly
+    assert "acc_s1" in rows[-1] and summary["condition_encoder"] == setup["encoder"].text_name
+    model, meta = load_generator(tmp_path / "gen")
+    assert meta["condition"] == "text" and not meta["next_token"] and not model.training
+    gen = Generator(model, meta, setup["vqvae"], setup["encoder"])
+    res = gen.generate(text=["a chair", "a red car"], cameras=orbit_cameras([0.0, 90.0], [20.0, 20.0]), seed=1)
+    assert [t.shape for t in res.tokens] == [(2, 3, s, s) for s in (1, 2, 4)]
+    assert res.views["rgb"].shape == (2, 2, 3, 32, 32)
+    assert set(res.seconds) == {"condition", "sample", "decode", "render"} and "ms" in res.timing_line()
+    again = gen.generate(text=["a chair", "a red car"], seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(res.tokens, again.tokens))
+    with pytest.raises(ValueError, match="text-conditioned"):
+        gen.generate(image=torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="not both"):
+        gen.generate(text="a chair", image=torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="non-empty"):
+        gen.generate(text="   ")
+
+
+def test_generator_refuses_a_mismatched_vqvae_or_encoder(setup, tmp_path):
+    _train(setup, tmp_path, steps=1)
+    model, meta = load_generator(tmp_path / "gen")
+    with pytest.raises(ValueError, match="VQVAE does not match"):
+        Generator(model, meta, setup["single"], setup["encoder"])
+    with pytest.raises(ValueError, match="trained on features of"):
+        Generator(model, {**meta, "condition_encoder": "another encoder"}, setup["vqvae"], setup["encoder"])
+    (tmp_path / "gen" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_generator(tmp_path / "gen")
+    with pytest.raises(FileNotFoundError, match="sar3d train ar"):
+        load_generator(tmp_path / "nothing")
+
+
+def test_image_condition_and_next_token_baseline(setup, tmp_path):
+    _train(setup, tmp_path / "img", condition="image", steps=2)
+    model, meta = load_generator(tmp_path / "img" / "gen")
+    gen = Generator(model, meta, setup["vqvae"], setup["encoder"])
+    rgba = torch.rand(4, 50, 70)  # any size, with alpha
+    tokens = gen.generate(image=rgba).tokens
+    assert tokens[-1].shape == (1, 3, 4, 4)
+    with pytest.raises(ValueError, match="single-scale"):  # multi-scale tokens for the baseline
+        train_ar(setup["root"] / "tokens.npz", setup["data"], setup["vqvae"], setup["encoder"], "text",
+                 TrainConfig(steps=1, batch_size=3, out_dir=str(tmp_path / "bad")), next_token=True, settings=SMALL_AR)
+    _train(setup, tmp_path / "nt", next_token=True, steps=2)
+    model, meta = load_generator(tmp_path / "nt" / "gen")
+    assert meta["next_token"] and model.seq_len == 48
+    gen = Generator(model, meta, setup["single"], setup["encoder"])
+    res = gen.generate(text="a lamp", seed=3)
+    assert res.tokens[0].shape == (1, 3, 4, 4)
+
+
+def test_cli_train_ar_and_generate_errors(setup, tmp_path, capsys):
+    root = setup["root"]
+    rc = main(["train", "ar", "--tokens", str(root / "tokens.npz"), "--data", str(setup["data"]), "--vqvae",
+               str(root / "vqvae"), "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "run"),
+               "--export", str(tmp_path / "gen")])
+    assert rc == 0 and (tmp_path / "gen" / "model.safetensors").is_file()
+    assert main(["train", "ar", "--tokens", str(root / "tokens1.npz"), "--data", str(setup["data"]), "--vqvae",
+                 str(root / "vqvae"), "--steps", "1", "--out", str(tmp_path / "r2")]) == 2
+    assert "scales" in capsys.readouterr().err
+    base = ["generate", "--checkpoint", str(tmp_path / "gen"), "--vqvae", str(root / "vqvae")]
+    assert main(base + ["--text", "a chair", "--image", "x.png", "--out", str(tmp_path / "m.glb")]) == 2
+    assert main(base + ["--text", "a chair", "--out", str(tmp_path / "m.png")]) == 2
+    assert "mesh file" in capsys.readouterr().err
+    assert main(base + ["--text", "a chair", "--top-p", "1.5", "--out", str(tmp_path / "m.glb")]) == 2
+    assert "top_p" in capsys.readouterr().err
+    assert main(base + ["--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "m.glb")]) == 2
+
+
+def test_evaluation_and_benchmark_name_what_they_measured(setup, tmp_path):
+    from sar3d_core.ar_eval import evaluate_image, evaluate_text, reconstruction_reference
+    from sar3d_core.features import load_default
+    from sar3d_core.generate import benchmark_sampling
+
+    _train(setup, tmp_path / "t", steps=1)
+    _train(setup, tmp_path / "i", condition="image", steps=1)
+    _train(setup, tmp_path / "n", next_token=True, steps=1)
+    text = Generator(*load_generator(tmp_path / "t" / "gen"), setup["vqvae"], setup["encoder"])
+    image = Generator(*load_generator(tmp_path / "i" / "gen"), setup["vqvae"], setup["encoder"])
+    nt = Generator(*load_generator(tmp_path / "n" / "gen"), setup["single"], setup["encoder"])
+    r = evaluate_text(text, setup["data"], 4, cfg=2.0, progress=False)
+    assert r["objects"] == 4 and 0 <= r["category_accuracy"] <= 1 and 0 <= r["colour_accuracy"] <= 1
+    assert r["feature_network"] == load_default().config.name and "tiny" in r["condition_encoder"]
+    assert r["FID"] >= 0 and "COV-CD" in r and r["sampling"] == {"cfg": 2.0}
+    ref = reconstruction_reference(setup["vqvae"], setup["data"], 3, progress=False)
+    assert 0 <= ref["COV-CD"] <= 1 and 0 <= ref["empty"] <= 3
+    im = evaluate_image(image, setup["data"], 3, progress=False)
+    assert im["objects"] == 3 and im["psnr_novel"] > 0
+    b = benchmark_sampling(text, nt, prompt="a red chair", repeats=1, mesh_resolution=16)
+    assert b["next_scale_passes"] == 3 and b["next_token_tokens"] == 48
+    assert b["speedup"] > 0 and b["teacher_forced_s"] > 0 and b["end_to_end_s"] > 0
+    assert set(b["end_to_end_stages_s"]) == {"condition", "sample", "decode", "mesh"}
+
+
+def test_generate_and_bench_commands_on_the_shipped_generators(tmp_path, capsys):
+    import trimesh
+
+    rc = main(["generate", "--text", "a 3D model of a mug coloured blue", "--out", str(tmp_path / "m.glb"),
+               "--views", str(tmp_path / "v.png"), "--seed", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "time:" in out and "sample" in out and "tiny-clip" in out
+    mesh = trimesh.load(tmp_path / "m.glb", force="mesh")
+    assert len(mesh.faces) > 100 and (tmp_path / "v.png").is_file()
+    rc = main(["bench", "sampling", "--repeats", "1", "--json", str(tmp_path / "b.json")])
+    assert rc == 0 and "faster" in capsys.readouterr().out
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["next_token_tokens"] == 192 and r["next_scale_passes"] == 6 and r["speedup"] > 1
