@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from .ar_train import load_generator
-from .config import SAR3DConfig
 from .sampling import sample_next_scale, sample_next_token
+from .vqvae import _json_normal
 
 DEFAULT_TEXT = Path(__file__).resolve().parent.parent / "data_samples" / "ar_text_tiny"
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "data_samples" / "ar_image_tiny"
@@ -52,8 +52,7 @@ class Generator:
     """Condition encoder + transformer + VQVAE, checked to be a trained set (see module doc)."""
 
     def __init__(self, transformer, meta: dict, vqvae, encoder):
-        cfg = SAR3DConfig.from_dict(meta["vqvae_config"])
-        if cfg.to_dict() != vqvae.cfg.to_dict():
+        if _json_normal(meta["vqvae_config"]) != _json_normal(vqvae.cfg.to_dict()):
             raise ValueError("the VQVAE does not match the generator: it was trained on tokens of another "
                              "config (pass the VQVAE checkpoint it was trained with)")
         tower = encoder.text_name if meta["condition"] == "text" else encoder.image_name

@@ -108,6 +108,11 @@ class MultiScaleTriplaneQuantizer(nn.Module):
         # VAR's PhiPartiallyShared: phi j sits at tick (j + 1/3)/n ... of [0, 1]; scale k at k/(K-1)
         tick = 1 / 3 / phi_shared
         self.register_buffer("phi_ticks", torch.linspace(tick, 1 - tick, phi_shared))
+        # a schedule with fewer scales than convs (the single-scale baseline) leaves some unused:
+        # frozen, so that DDP does not wait for their gradients
+        used = {self.phi_index(k) for k in range(len(self.scales))}
+        for j, phi in enumerate(self.phis):
+            phi.requires_grad_(j in used)
         self.register_buffer("usage_counts", torch.zeros(codebook_size))
         self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.long))
 

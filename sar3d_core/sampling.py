@@ -79,10 +79,27 @@ def filter_top_k_top_p(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 
 
 
 def sample_from_logits(logits_BlV: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per position from ``softmax(filtered logits)`` -> ``(B, l)``."""
+    """One token per position from ``softmax(filter_top_k_top_p(logits))`` -> ``(B, l)``.
+
+    With ``0 < top_k < V`` only the k best entries can be drawn, so the top-p cut and the draw
+    run on those k (already sorted by ``topk``) instead of sorting and sampling over all V
+    codes: the same distribution, a fraction of the work (profiled on the tiny text model,
+    the full-V sort and multinomial took about a third of a sample's CPU time).
+    """
     B, l, V = logits_BlV.shape
-    probs = filter_top_k_top_p(logits_BlV.float(), top_k, top_p).softmax(dim=-1)
-    return torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, l)
+    logits_BlV = logits_BlV.float()
+    if not 0 < top_k < V:
+        probs = filter_top_k_top_p(logits_BlV, top_k, top_p).softmax(dim=-1)
+        return torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, l)
+    check_sampling_args(0.0, top_k, top_p)
+    vals, idx = logits_BlV.reshape(-1, V).topk(top_k, dim=-1)  # (N, k), descending
+    probs = vals.softmax(dim=-1)
+    if top_p < 1:
+        drop = (probs.cumsum(dim=-1) - probs) >= top_p  # the rule of filter_top_k_top_p
+        drop[:, 0] = False
+        probs = probs.masked_fill(drop, 0.0)
+    pick = torch.multinomial(probs, 1, generator=generator)  # (N, 1) among the k
+    return idx.gather(1, pick).view(B, l)
 
 
 def sampling_kwargs(cfg: SAR3DConfig) -> dict:

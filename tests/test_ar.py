@@ -52,6 +52,13 @@ def _train(setup, tmp_path, condition="text", next_token=False, steps=3, **kw):
 def test_single_scale_vqvae_shares_the_weights_and_encodes_the_latent_at_once(setup):
     multi, single = setup["vqvae"], setup["single"]
     assert single.cfg.scales == (4,) and single_scale_config(multi.cfg).scales == (4,)
+    # one scale uses one of the shared phi convs; the others are frozen (DDP needs every trained
+    # parameter to get a gradient)
+    trainable = [all(p.requires_grad for p in phi.parameters()) for phi in single.quantizer.phis]
+    assert sum(trainable) == 1 and trainable[single.quantizer.phi_index(0)]
+    q = multi.quantizer  # 3 scales over 4 convs: one of them serves no scale
+    used = {q.phi_index(k) for k in range(3)}
+    assert [all(p.requires_grad for p in phi.parameters()) for phi in q.phis] == [j in used for j in range(4)]
     assert all(torch.equal(a, b) for a, b in zip(multi.state_dict().values(), single.state_dict().values()))
     x = MultiViewDataset(setup["data"], size=32)[0]["encoder_input"][None]
     with torch.no_grad():

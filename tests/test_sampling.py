@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from sar3d_core.config import SAR3DConfig
-from sar3d_core.sampling import (classifier_free_guidance, filter_top_k_top_p, guidance_scales, sample_next_scale,
-                                 sample_next_token, sampling_kwargs)
+from sar3d_core.sampling import (classifier_free_guidance, filter_top_k_top_p, guidance_scales, sample_from_logits,
+                                 sample_next_scale, sample_next_token, sampling_kwargs)
 from test_transformer import SCALES, C, condition, tiny_model, tiny_quantizer
 
 
@@ -59,6 +59,20 @@ def test_top_p_matches_a_brute_force_nucleus(top_k, top_p):
     out = filter_top_k_top_p(logits[None], top_k=top_k, top_p=top_p)[0]
     for row, kept in zip(logits, out):
         assert torch.isfinite(kept).nonzero().flatten().tolist() == nucleus(row, top_k, top_p)
+
+
+@pytest.mark.parametrize("top_k,top_p", [(5, 0.5), (10, 0.8), (3, 1.0)])
+def test_fast_top_k_draw_has_the_filtered_distribution(top_k, top_p):
+    # the top-k path of sample_from_logits draws among the k best only; it must match
+    # softmax(filter_top_k_top_p(logits)) over all V entries
+    logits = torch.randn(4, 12, generator=torch.Generator().manual_seed(3)) * 1.5
+    n = 20000
+    draws = sample_from_logits(logits[:, None].expand(4, n, 12), top_k, top_p, torch.Generator().manual_seed(0))
+    expected = filter_top_k_top_p(logits, top_k, top_p).softmax(-1)
+    for row, p in zip(draws, expected):
+        freq = torch.bincount(row, minlength=12).float() / n
+        assert ((freq > 0) <= (p > 0)).all()  # nothing outside the kept set
+        assert (freq - p).abs().max() < 0.015
 
 
 @pytest.mark.parametrize("kwargs,message", [
