@@ -13,7 +13,7 @@ measure composition, not recall.
 * **VQVAE ceiling** (``reconstruction_reference``): the same point-cloud metrics for the
   VQVAE's reconstructions of the same objects, the bar for "MMD-CD within 1.5x".
 * **Image-conditioned** (``evaluate_image``): PSNR of the novel views 6-11 of the sample
-  against the ground truth, from the condition image (view 0).
+  against the ground truth, from the condition image (the chunk view of ``ar_train``).
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ar_train import CONDITION_VIEW
 from .metrics import fid_from_features, point_cloud_metrics, psnr
 
 EVAL_POINTS = 2048
@@ -154,16 +153,18 @@ def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = Tru
 @torch.no_grad()
 def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: int = 25, progress: bool = True,
                    **sampling) -> dict:
-    """PSNR of the novel views 6-11 against the ground truth, conditioned on view ``CONDITION_VIEW``."""
+    """PSNR of the novel views 6-11 against the ground truth, conditioned on the chunk view the
+    generator was trained with (``condition_view`` in its config)."""
     from .data import MultiViewDataset
 
+    view = gen.meta.get("condition_view", 0)  # checkpoints from before the field was recorded used view 0
     ds = MultiViewDataset(data, size=gen.vqvae.cfg.image_size, target_views=range(6, 12))
     n = min(limit, len(ds))
     scores, t_sample = [], 0.0
     for i in tqdm(range(0, n, batch_size), desc="image-to-3D", disable=not progress, leave=False):
         items = [ds[j] for j in range(i, min(i + batch_size, n))]
         mvs = [ds.read(j) for j in range(i, min(i + batch_size, n))]
-        cond = gen.condition(image=torch.stack([mv.rgb[CONDITION_VIEW] for mv in mvs]))
+        cond = gen.condition(image=torch.stack([mv.rgb[view] for mv in mvs]))
         t0 = time.perf_counter()
         tokens = gen.sample_tokens(cond, seed=seed + i, **sampling)
         t_sample += time.perf_counter() - t0

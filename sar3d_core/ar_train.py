@@ -7,10 +7,11 @@ model) into features once, before the first step. What remains per step is one
 teacher-forced pass (``SAR3DTransformer.teacher_input`` + ``forward``) and the cross-entropy
 over all ``L`` tokens, with 10% of the conditions dropped to the learned null condition.
 
-* **Condition image** (image model): view 0 of the object's chunk (an input view of the
-  chunk layout, ``cameras.CHUNK_LAYOUT``), the same view at training and test time. The
-  paper conditions on one rendered view too; the novel views 6-11 are kept for the PSNR
-  target (``ar_eval``).
+* **Condition image** (image model): view 1 of the object's chunk (an input view of the
+  chunk layout, ``cameras.CHUNK_LAYOUT``: azimuth 60, elevation 7 degrees; view 0 looks
+  straight down and shows little of most objects), the same view at training and test time,
+  recorded in the checkpoint as ``condition_view``. The paper conditions on one rendered view
+  too; the novel views 6-11 are kept for the PSNR target (``ar_eval``).
 * **Next-token baseline** (``next_token=True``): the same trainer over the tokens of the
   single-scale VQVAE (one 8x8 scale per plane, raster order), with a causal mask.
 
@@ -40,7 +41,7 @@ from .transformer import CONDITIONS, SAR3DTransformer, TransformerSettings
 
 FORMAT = "sar3d-ar/1"
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
-CONDITION_VIEW = 0  # the chunk view an image-conditioned model sees
+CONDITION_VIEW = 1  # the chunk view an image-conditioned model sees (see the module doc)
 
 
 # ------------------------------------------------------------------------------ data
@@ -188,7 +189,8 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
     if condition == "text":
         cond = encode_conditions(encoder, "text", captions=loaded["caption"])
     else:
-        cond = encode_conditions(encoder, "image", images=condition_images(data, len(seq), size=vqvae.cfg.image_size))
+        cond = encode_conditions(encoder, "image", images=condition_images(data, len(seq), CONDITION_VIEW,
+                                                                           size=vqvae.cfg.image_size))
     model = SAR3DTransformer.from_config(vqvae.cfg, cond["pooled"].shape[1], cond["tokens"].shape[2], condition,
                                          settings, next_token)
     dataset = ARDataset(seq, teacher_inputs(model, vqvae.quantizer, seq), cond)
@@ -208,6 +210,7 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
         if export:
             save_generator(export, model, vqvae.cfg, condition, cond["name"],
                            {"training": {k: v for k, v in summary.items() if k != "final"},
-                            "tokens": str(tokens_path)})
+                            "tokens": str(tokens_path),
+                            **({"condition_view": CONDITION_VIEW} if condition == "image" else {})})
         print("summary " + json.dumps(summary))
     return summary

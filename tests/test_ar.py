@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from sar3d_core.ar_train import ARDataset, condition_images, encode_conditions, load_generator, teacher_inputs, train_ar
+from sar3d_core.ar_train import (CONDITION_VIEW, ARDataset, condition_images, encode_conditions, load_generator,
+                                 teacher_inputs, train_ar)
 from sar3d_core.cli import main
 from sar3d_core.conditioning import ConditionEncoder
 from sar3d_core.config import SAR3DConfig
@@ -76,7 +77,7 @@ def test_condition_features_and_teacher_inputs_line_up(setup):
     loaded = load_tokens(setup["root"] / "tokens.npz")
     images = condition_images(setup["data"], 6, size=32)
     ds = MultiViewDataset(setup["data"], size=32)
-    assert torch.equal(images[2], ds.read(2).rgb[0])
+    assert torch.equal(images[2], ds.read(2).rgb[CONDITION_VIEW])
     with pytest.raises(ValueError, match="fewer than"):
         condition_images(setup["data"], 7)
     text = encode_conditions(setup["encoder"], "text", captions=loaded["caption"])
