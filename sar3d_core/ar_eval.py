@@ -128,7 +128,7 @@ def evaluate_text(gen, data, limit: int = 100, *, featnet=None, seed: int = 0, p
                             feature_network=featnet.config.name)
     result = {"objects": len(records), "category_accuracy": acc.get("category"), "colour_accuracy": acc.get("colour"),
               "FID": fid["FID"], "feature_network": featnet.config.name,
-              "generator": getattr(gen, "name", "generator"), "condition_encoder": gen.encoder.name,
+              "generator": gen.name, "condition_encoder": gen.encoder.name,
               "sampling": sampling, "sample_seconds_per_object": out["sample_seconds"] / len(records), **heldout}
     if points:
         ref = exact_points(records)
@@ -158,23 +158,23 @@ def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: in
     from .data import MultiViewDataset
 
     view = gen.meta.get("condition_view", 0)  # checkpoints from before the field was recorded used view 0
-    ds = MultiViewDataset(data, size=gen.vqvae.cfg.image_size, target_views=range(6, 12))
+    ds = MultiViewDataset(data, size=gen.vqvae.cfg.image_size)
     n = min(limit, len(ds))
+    novel = list(range(6, 12))
     scores, t_sample = [], 0.0
     for i in tqdm(range(0, n, batch_size), desc="image-to-3D", disable=not progress, leave=False):
-        items = [ds[j] for j in range(i, min(i + batch_size, n))]
-        mvs = [ds.read(j) for j in range(i, min(i + batch_size, n))]
+        mvs = [ds.read(j) for j in range(i, min(i + batch_size, n))]  # each object read once
         cond = gen.condition(image=torch.stack([mv.rgb[view] for mv in mvs]))
         t0 = time.perf_counter()
         tokens = gen.sample_tokens(cond, seed=seed + i, **sampling)
         t_sample += time.perf_counter() - t0
         planes = gen.vqvae.decode_tokens(tokens)
-        c = torch.stack([it["target_c"] for it in items])
+        c = torch.stack([mv.c[novel] for mv in mvs])
         rgb = gen.vqvae.render(planes, c, chunk=8192)["rgb"].clamp(0, 1)
-        for b, it in enumerate(items):
-            scores.append(float(psnr(rgb[b], it["target_rgb"]).mean()))
+        for b, mv in enumerate(mvs):
+            scores.append(float(psnr(rgb[b], mv.rgb[novel]).mean()))
     return {"objects": n, "psnr_novel": float(np.mean(scores)), "psnr_std": float(np.std(scores)),
-            "generator": getattr(gen, "name", "generator"), "condition_encoder": gen.encoder.name,
+            "generator": gen.name, "condition_encoder": gen.encoder.name,
             "sampling": sampling, "sample_seconds_per_object": t_sample / n}
 
 

@@ -25,10 +25,11 @@ from .ar_train import load_generator
 from .sampling import sample_next_scale, sample_next_token
 from .vqvae import _json_normal
 
-DEFAULT_TEXT = Path(__file__).resolve().parent.parent / "data_samples" / "ar_text_tiny"
-DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "data_samples" / "ar_image_tiny"
-DEFAULT_NEXT_TOKEN = Path(__file__).resolve().parent.parent / "data_samples" / "ar_text_next_token_tiny"
-DEFAULT_SINGLE_SCALE_VQVAE = Path(__file__).resolve().parent.parent / "data_samples" / "vqvae_single_scale_tiny"
+DATA_SAMPLES = Path(__file__).resolve().parent.parent / "data_samples"
+DEFAULT_TEXT = DATA_SAMPLES / "ar_text_tiny"
+DEFAULT_IMAGE = DATA_SAMPLES / "ar_image_tiny"
+DEFAULT_NEXT_TOKEN = DATA_SAMPLES / "ar_text_next_token_tiny"
+DEFAULT_SINGLE_SCALE_VQVAE = DATA_SAMPLES / "vqvae_single_scale_tiny"
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Generation:
 class Generator:
     """Condition encoder + transformer + VQVAE, checked to be a trained set (see module doc)."""
 
-    def __init__(self, transformer, meta: dict, vqvae, encoder):
+    def __init__(self, transformer, meta: dict, vqvae, encoder, name: str = "generator"):
         if _json_normal(meta["vqvae_config"]) != _json_normal(vqvae.cfg.to_dict()):
             raise ValueError("the VQVAE does not match the generator: it was trained on tokens of another "
                              "config (pass the VQVAE checkpoint it was trained with)")
@@ -61,7 +62,7 @@ class Generator:
                              f"not {tower!r}: load that condition encoder")
         transformer.check_quantizer(vqvae.quantizer)
         self.transformer, self.meta, self.vqvae, self.encoder = transformer.eval(), meta, vqvae.eval(), encoder
-        self.condition_kind = meta["condition"]
+        self.condition_kind, self.name = meta["condition"], name
 
     @classmethod
     def from_pretrained(cls, folder, vqvae_folder=None, encoder=None) -> "Generator":
@@ -79,9 +80,8 @@ class Generator:
         else:
             vqvae = load_default()
         encoder = encoder or load_condition_encoder("tiny" if "tiny" in meta["condition_encoder"] else "auto")
-        gen = cls(transformer, meta, vqvae, encoder)
-        gen.name = f"{Path(folder).name} ({meta['condition']}, {'next-token' if meta['next_token'] else 'next-scale'})"
-        return gen
+        kind = "next-token" if meta["next_token"] else "next-scale"
+        return cls(transformer, meta, vqvae, encoder, f"{Path(folder).name} ({meta['condition']}, {kind})")
 
     @property
     def next_token(self) -> bool:
@@ -141,7 +141,7 @@ class Generator:
                 except ValueError:
                     meshes.append(None)
             seconds["mesh"] = time.perf_counter() - t
-        return Generation(tokens, planes, views, meshes, seconds, getattr(self, "name", "generator"))
+        return Generation(tokens, planes, views, meshes, seconds, self.name)
 
 
 # ------------------------------------------------------------------------------ timing

@@ -84,7 +84,7 @@ def sample_from_logits(logits_BlV: torch.Tensor, top_k: int, top_p: float, gener
     With ``0 < top_k < V`` only the k best entries can be drawn, so the top-p cut and the draw
     run on those k (already sorted by ``topk``) instead of sorting and sampling over all V
     codes: the same distribution, a fraction of the work (profiled on the tiny text model,
-    the full-V sort and multinomial took about a third of a sample's CPU time).
+    the full-V filter, sort and multinomial took about a fifth of a sample's CPU time).
     """
     B, l, V = logits_BlV.shape
     logits_BlV = logits_BlV.float()
