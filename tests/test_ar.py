@@ -8,7 +8,6 @@ from sar3d_core.ar_train import (CONDITION_VIEW, ARDataset, condition_images, en
                                  teacher_inputs, train_ar)
 from sar3d_core.cli import main
 from sar3d_core.conditioning import ConditionEncoder
-from sar3d_core.config import SAR3DConfig
 from sar3d_core.data import MultiViewDataset, build_dataset
 from sar3d_core.generate import Generator
 from sar3d_core.cameras import orbit_cameras
@@ -17,15 +16,9 @@ from sar3d_core.training import TrainConfig
 from sar3d_core.transformer import SAR3DTransformer, TransformerSettings
 from sar3d_core.vqvae import SAR3DVQVAE
 from sar3d_core.vqvae_train import init_from, single_scale_config
+from test_tokens import small_config
 
 SMALL_AR = TransformerSettings(depth=1, width=32, num_heads=2, cond_dropout=0.1)
-
-
-def small_config(scales=(1, 2, 4)) -> SAR3DConfig:
-    return SAR3DConfig(
-        name="test", image_size=32, latent_size=4, scales=scales, codebook_size=64,
-        extra={"encoder": {"base_channels": 8, "max_channels": 16, "fused_channels": 16},
-               "triplane": {"feature_channels": 8, "decoder_channels": (8, 8, 8), "mlp_hidden": 16, "num_samples": 8}})
 
 
 @pytest.fixture(scope="module")
@@ -207,4 +200,6 @@ def test_generate_and_bench_commands_on_the_shipped_generators(tmp_path, capsys)
     rc = main(["bench", "sampling", "--repeats", "1", "--json", str(tmp_path / "b.json")])
     assert rc == 0 and "faster" in capsys.readouterr().out
     r = json.loads((tmp_path / "b.json").read_text())
-    assert r["next_token_tokens"] == 192 and r["next_scale_passes"] == 6 and r["speedup"] > 1
+    assert r["next_token_tokens"] == 192 and r["next_scale_passes"] == 6
+    # no wall-clock threshold in tests (DESIGN.md §7): the README holds the measured speed-up
+    assert r["speedup"] == pytest.approx(r["next_token_s"] / r["next_scale_s"])
