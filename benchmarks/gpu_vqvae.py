@@ -28,7 +28,7 @@ from sar3d_core.vqvae import SAR3DVQVAE
 from sar3d_core.vqvae_train import ObjectiveSettings, VQVAEObjective
 
 
-def synthetic_batch(cfg: SAR3DConfig, B: int, device) -> dict:
+def synthetic_batch(cfg: SAR3DConfig, B: int, device, seeds: bool = False) -> dict:
     H = cfg.image_size
     g = torch.Generator().manual_seed(0)
     c = chunk_cameras(0)[None].expand(B, -1, -1).contiguous()  # (B, 12, 25)
@@ -38,7 +38,7 @@ def synthetic_batch(cfg: SAR3DConfig, B: int, device) -> dict:
     pl = torch.stack([plucker_embedding(c[b, :6], H, H) for b in range(B)])  # (B, 6, 6, H, W)
     x = torch.cat([rgb[:, :6], depth[:, :6], pl.to(rgb.dtype)], 2)
     batch = {"encoder_input": x, "target_rgb": rgb, "target_depth": depth, "target_mask": mask, "target_c": c,
-             "seed": torch.full((B,), -1)}
+             "seed": torch.arange(B) if seeds else torch.full((B,), -1)}  # seeds: the 3D aids run
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -73,18 +73,23 @@ def cpu_vs_cuda(result: dict, checkpoint: str | None = None) -> None:
 
 
 def training_loop_on_cuda(result: dict) -> None:
+    """A few steps of the loop on CUDA, with procedural seeds so that both 3D aids (occupancy
+    and colour) run, and with the split colour field (``colour_channels``)."""
     cfg = SAR3DConfig.tiny()
-    batch = synthetic_batch(cfg, 8, "cpu")
+    cfg.extra = {"triplane": {"colour_channels": 8}}
+    batch = synthetic_batch(cfg, 8, "cpu", seeds=True)
     items = [{k: v[i] for k, v in batch.items()} for i in range(8)]
     model = SAR3DVQVAE(cfg)
-    objective = VQVAEObjective(model, ObjectiveSettings(gan_start=2))
+    objective = VQVAEObjective(model, ObjectiveSettings(gan_start=2, colour_weight=1.0))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         rows = train(objective, items, lambda net, b, step: net(b, step),
                      TrainConfig(steps=6, batch_size=4, log_every=1, out_dir=tmp, device="cuda"))
         sync()
         result["cuda_training_loop"] = {"steps": 6, "seconds": round(time.perf_counter() - t0, 2),
-                                        "losses": [round(r["loss"], 4) for r in rows]}
+                                        "losses": [round(r["loss"], 4) for r in rows],
+                                        "colour_aid": [round(r["colour"], 4) for r in rows if "colour" in r],
+                                        "occupancy_aid": [round(r["occupancy"], 4) for r in rows if "occupancy" in r]}
     print("training loop on cuda", result["cuda_training_loop"])
 
 

@@ -137,17 +137,31 @@ def evaluate_text(gen, data, limit: int = 100, *, featnet=None, seed: int = 0, p
 
 
 @torch.no_grad()
-def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = True) -> dict:
-    """COV / MMD-CD of the VQVAE's own reconstructions of the test objects (the generator's ceiling)."""
+def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = True, featnet=None) -> dict:
+    """The generator's ceiling: COV / MMD-CD of the VQVAE's own reconstructions of the test
+    objects and, with ``featnet``, the category / colour accuracy and FID of their renders
+    from ``eval_cameras`` (what a generator that hit every object's tokens would score)."""
     from .data import MultiViewDataset
+    from .features import attribute_accuracy
 
     records = test_records(data, limit)
     ds = MultiViewDataset(data, size=vqvae.cfg.image_size)
-    clouds = []
+    c = eval_cameras()[None]
+    clouds, views = [], []
     for i in tqdm(range(len(records)), desc="reconstructing", disable=not progress, leave=False):
         planes = vqvae.decode_fhat(vqvae.encode(ds[i]["encoder_input"][None]).f_hat)
         clouds += mesh_points(vqvae, planes, seed=i)
-    return _cloud_metrics(clouds, exact_points(records))
+        if featnet is not None:
+            views.append(vqvae.render(planes, c, 64, chunk=8192)["rgb"][0].clamp(0, 1))
+    result = _cloud_metrics(clouds, exact_points(records))
+    if featnet is not None:
+        images = torch.cat(views)
+        acc = attribute_accuracy(featnet, images, [labels_of_record(r) for r in records for _ in EVAL_AZIMUTHS])
+        fid = fid_from_features(featnet.features(images), featnet.features(ground_truth_renders(records, 64)),
+                                feature_network=featnet.config.name)
+        result.update(category_accuracy=acc.get("category"), colour_accuracy=acc.get("colour"), FID=fid["FID"],
+                      feature_network=featnet.config.name)
+    return result
 
 
 @torch.no_grad()
@@ -216,7 +230,7 @@ def main(argv=None) -> dict:
     for key, folder in (("next_scale", a.text), ("next_token", a.next_token)):
         gen = Generator.from_pretrained(folder)
         r = evaluate_text(gen, a.data, a.limit, featnet=featnet, cfg=a.cfg)
-        r["vqvae_ceiling"] = reconstruction_reference(gen.vqvae, a.data, a.limit)
+        r["vqvae_ceiling"] = reconstruction_reference(gen.vqvae, a.data, a.limit, featnet=featnet)
         out[key] = r
         print(key, json.dumps({k: v for k, v in r.items() if k != "protocol"}, default=str))
     gen = Generator.from_pretrained(a.image)

@@ -260,7 +260,9 @@ def _cmd_train_vqvae(args) -> None:
         print(f"building the training set: {args.objects} procedural objects at {cfg.image_size} px in {data}")
         build_dataset(data, args.objects, size=cfg.image_size, split="train", workers=os.cpu_count() or 1)
     settings = ObjectiveSettings(rays=args.rays, gan_start=args.gan_start,
-                                 occupancy_weight=0.0 if args.no_occupancy else ObjectiveSettings.occupancy_weight)
+                                 occupancy_weight=0.0 if args.no_occupancy else ObjectiveSettings.occupancy_weight,
+                                 colour_weight=(ObjectiveSettings.colour_weight if args.colour_weight is None
+                                                else args.colour_weight))
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device)
     train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init)
@@ -479,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rays", type=int, default=512, help="random rays per object besides one 32x32 patch")
     t.add_argument("--gan-start", type=int, default=1200, help="step from which the PatchGAN term is on")
     t.add_argument("--no-occupancy", action="store_true", help="turn off the exact-occupancy 3D training aid")
+    t.add_argument("--colour-weight", type=float, default=None,
+                   help="weight of the exact-colour 3D training aid (0 turns it off; default: ObjectiveSettings)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/vqvae_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
     t.add_argument("--ckpt-every", type=int, default=200)

@@ -49,6 +49,7 @@ class TriplaneSettings:
     density_scale: float = 10.0
     num_samples: int = 24  # samples per ray inside the box
     bound: float = OBJECT_BOX
+    colour_channels: int = 0  # > 0: the last ones of F feed a colour MLP of their own (0: one shared trunk)
 
     @classmethod
     def paper(cls) -> "TriplaneSettings":
@@ -123,37 +124,62 @@ def sample_triplane(planes_B3FHW: torch.Tensor, points_BN3: torch.Tensor, bound:
 class TriplaneField(nn.Module):
     """MLP on summed triplane features -> density ``sigma >= 0`` and colour in ``[0, 1]``.
 
-    ``trunk_features`` is the shared hidden code: an SDF head (FlexiCubes, Sec. 4.1 Eq. 9)
-    attaches to it as one more linear layer, next to ``density_head`` and ``color_head``.
+    With ``colour_channels = c > 0`` the feature channels are split: the first ``F - c``
+    feed the density trunk, the last ``c`` a colour MLP of their own. With one shared trunk
+    (``c = 0``, the presets and the shipped checkpoints) the density, mask, depth and
+    occupancy gradients reach the same plane features as the colour ones and, under Adam's
+    per-weight step sizes, drown them: fitting free per-object feature planes of 4 objects
+    for 300 steps, the shared field rendered all four in one brown, the split one
+    (``c = F / 2``) in their own colours (README, VQVAE, "What limits it"). The paper's
+    Fig. 2 leaves the MLP's layout open.
+
+    ``trunk_features`` is the density trunk's hidden code: an SDF head (FlexiCubes, Sec. 4.1
+    Eq. 9) attaches to it as one more linear layer, next to ``density_head``.
     """
 
     def __init__(self, feature_channels: int, hidden: int = 32, layers: int = 2,
-                 density_bias: float = -4.0, density_scale: float = 10.0, bound: float = OBJECT_BOX):
+                 density_bias: float = -4.0, density_scale: float = 10.0, bound: float = OBJECT_BOX,
+                 colour_channels: int = 0):
         super().__init__()
+        colour_channels = int(colour_channels)
+        if not 0 <= colour_channels < feature_channels:
+            raise ValueError(f"colour_channels={colour_channels} must be in [0, feature_channels={feature_channels})")
         self.bound, self.density_bias, self.density_scale = bound, density_bias, density_scale
-        mods, width = [], feature_channels
+        self.colour_channels = int(colour_channels)
+        self.density_channels = feature_channels - self.colour_channels
+        self.trunk = self._mlp(self.density_channels, hidden, layers)
+        self.density_head = nn.Linear(hidden, 1)
+        self.color_trunk = self._mlp(self.colour_channels, hidden, layers - 1) if self.colour_channels else None
+        self.color_head = nn.Linear(hidden if self.colour_channels == 0 or layers > 1 else self.colour_channels, 3)
+
+    @staticmethod
+    def _mlp(width: int, hidden: int, layers: int) -> nn.Sequential:
+        mods = []
         for _ in range(layers):
             mods += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
-        self.trunk = nn.Sequential(*mods)
-        self.density_head = nn.Linear(hidden, 1)
-        self.color_head = nn.Linear(hidden, 3)
+        return nn.Sequential(*mods)
 
     @classmethod
     def from_config(cls, cfg: SAR3DConfig, settings: TriplaneSettings | None = None) -> "TriplaneField":
         s = settings or TriplaneSettings.from_config(cfg)
-        return cls(s.feature_channels, s.mlp_hidden, s.mlp_layers, s.density_bias, s.density_scale, s.bound)
+        return cls(s.feature_channels, s.mlp_hidden, s.mlp_layers, s.density_bias, s.density_scale, s.bound,
+                   s.colour_channels)
 
     def trunk_features(self, planes_B3FHW, points_BN3) -> torch.Tensor:
-        return self.trunk(sample_triplane(planes_B3FHW, points_BN3, self.bound))  # (B, N, hidden)
+        feat = sample_triplane(planes_B3FHW, points_BN3, self.bound)
+        return self.trunk(feat[..., :self.density_channels])  # (B, N, hidden)
 
     def query(self, planes_B3FHW, points_BN3) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sigma (B, N), rgb (B, N, 3))`` at world points; ``sigma = 0`` outside the box."""
-        h_BNh = self.trunk_features(planes_B3FHW, points_BN3)
+        feat_BNF = sample_triplane(planes_B3FHW, points_BN3, self.bound)
+        h_BNh = self.trunk(feat_BNF[..., :self.density_channels])
         # sigma = s * softplus(raw + b): b < 0 makes a fresh field nearly empty space
         sigma_BN = self.density_scale * F.softplus(self.density_head(h_BNh)[..., 0] + self.density_bias)
         inside_BN = (points_BN3.abs() <= self.bound + 1e-4).all(-1)
         sigma_BN = sigma_BN * inside_BN
+        if self.colour_channels:
+            h_BNh = self.color_trunk(feat_BNF[..., self.density_channels:])
         rgb_BN3 = torch.sigmoid(self.color_head(h_BNh))
         return sigma_BN, rgb_BN3
 

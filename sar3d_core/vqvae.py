@@ -191,6 +191,9 @@ class SAR3DVQVAE(nn.Module):
             raise ValueError(
                 f"weights in {folder / WEIGHTS_NAME} do not fit its config ({saved.name}): "
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape "
-                f"{[(k, tuple(tensors[k].shape), tuple(own[k].shape)) for k in wrong[:5]]}")
+                f"{[(k, tuple(tensors[k].shape), tuple(own[k].shape)) for k in wrong[:5]]}"
+                + ("; the field's layout differs: check \"colour_channels\" under \"extra\" / \"triplane\" "
+                   "in its config.json (0 or absent: one shared trunk)"
+                   if any(k.startswith("field.") for k in missing + unexpected + wrong) else ""))
         model.load_state_dict(tensors)
         return model

@@ -23,6 +23,10 @@ views and the 6 novel ones):
   occupancy ``[sdf < 0]`` at points near the surface and uniform in the box. It gives the
   geometry a dense signal that rendering alone gives only slowly. Only items with a
   procedural seed (``seed >= 0``) use it.
+* ``L_colour`` (the same kind of aid; ``colour_weight``, 0 turns it off): the field's colour
+  at points near the surface is pulled (MAE) towards the diffuse colour the renders show
+  there (``surface_colour``). Rendering reaches a colour only through the few rays that hit
+  the object; this term gives every object hundreds of colour samples per step.
 
 The loop is ``training.train`` (resume, DDP, checkpoints, loss curve); ``train_vqvae``
 ties data, model and objective together and exports the final VQVAE with
@@ -63,6 +67,8 @@ class ObjectiveSettings:
     occupancy_weight: float = 0.5  # the 3D CPU training aid; 0 turns it off
     occupancy_points: int = 1024  # per object, half near the surface and half uniform
     surface_noise: float = 0.02
+    colour_weight: float = 0.0  # the exact-colour 3D training aid (off in the shipped run); 0 turns it off
+    colour_points: int = 512  # per object, near the surface
     dead_code_every: int = 100  # replace unused codebook entries every N steps (0: never)
 
 
@@ -112,6 +118,33 @@ def occupancy_samples(seeds, n: int, noise: float, bound: float, generator: torc
         pts.append(p)
         occ.append((obj.sdf(p) < 0).float())
     return torch.stack(pts), torch.stack(occ)
+
+
+def surface_colour(obj, p_N3: torch.Tensor, lighting=None) -> torch.Tensor:
+    """The colour renders of a procedural object show at its surface points ``p_N3``:
+    the diffuse shading (``render.shade``, shininess 0, the world-fixed lights) of the albedo
+    -> ``(N, 3)``. The lights are fixed in the world, so this part does not depend on the
+    camera; the specular highlight does, and a view-independent colour field cannot hold
+    it, so it is left out (at most 0.05 x 0.92 for the matte finish)."""
+    from .render import sdf_normals, shade
+
+    normal = sdf_normals(obj.sdf, p_N3)
+    albedo = torch.as_tensor(obj.color(p_N3)).float().reshape(-1, 3).clamp(0.0, 1.0)
+    return shade(albedo, normal, -normal, 0.0, lighting)
+
+
+def surface_colour_samples(seeds, n: int, noise: float, generator: torch.Generator):
+    """Points ``(B, n, 3)`` near the surfaces of procedural objects ``seeds`` and their
+    colours ``(B, n, 3)``: ``surface_colour`` at a surface sample, which the point is moved
+    from by ``N(0, noise^2)`` (the field's colour matters just inside the surface too)."""
+    pts, rgb = [], []
+    for seed in seeds:
+        obj = _procedural_object(int(seed))
+        surf_seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
+        p = obj.sample_surface(n, seed=surf_seed).float()
+        rgb.append(surface_colour(obj, p))
+        pts.append(p + noise * torch.randn(n, 3, generator=generator))
+    return torch.stack(pts), torch.stack(rgb)
 
 
 class VQVAEObjective(nn.Module):
@@ -195,6 +228,11 @@ class VQVAEObjective(nn.Module):
             # BCE written out: F.binary_cross_entropy refuses to run under CUDA autocast
             terms["occupancy"] = -(occ * alpha.log() + (1 - occ) * (1 - alpha).log()).mean()
             loss = loss + s.occupancy_weight * terms["occupancy"]
+        if s.colour_weight > 0 and seeds and min(seeds) >= 0:
+            pts, rgb = surface_colour_samples(seeds, s.colour_points, s.surface_noise / 2, g)
+            _, pred = m.field.query(planes, pts.to(planes.device))
+            terms["colour"] = F.l1_loss(pred.float(), rgb.to(pred.device))
+            loss = loss + s.colour_weight * terms["colour"]
         terms["loss"] = loss
         return terms
 

@@ -177,8 +177,9 @@ def test_evaluation_and_benchmark_name_what_they_measured(setup, tmp_path):
     assert r["objects"] == 4 and 0 <= r["category_accuracy"] <= 1 and 0 <= r["colour_accuracy"] <= 1
     assert r["feature_network"] == load_default().config.name and "tiny" in r["condition_encoder"]
     assert r["FID"] >= 0 and "COV-CD" in r and r["sampling"] == {"cfg": 2.0}
-    ref = reconstruction_reference(setup["vqvae"], setup["data"], 3, progress=False)
+    ref = reconstruction_reference(setup["vqvae"], setup["data"], 3, progress=False, featnet=load_default())
     assert 0 <= ref["COV-CD"] <= 1 and 0 <= ref["empty"] <= 3
+    assert 0 <= ref["colour_accuracy"] <= 1 and ref["FID"] >= 0 and ref["feature_network"] == r["feature_network"]
     im = evaluate_image(image, setup["data"], 3, progress=False)
     assert im["objects"] == 3 and im["psnr_novel"] > 0
     b = benchmark_sampling(text, nt, prompt="a red chair", repeats=1, mesh_resolution=16)

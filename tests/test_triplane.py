@@ -217,3 +217,40 @@ def test_clear_errors_on_wrong_shapes():
         render_views(planes, field, orbit_cameras([0.0], [0.0]), 4, 4, 8)
     with pytest.raises(ValueError, match="ray_subset"):
         render_views(planes, field, orbit_cameras([0.0], [0.0])[None], 4, 4, 8, ray_subset=100)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_split_field_keeps_density_and_colour_channels_apart(layers):
+    torch.manual_seed(0)
+    field = TriplaneField(8, hidden=16, layers=layers, colour_channels=4)  # the last 4 channels are colour
+    assert (field.density_channels, field.colour_channels) == (4, 4)
+    planes = torch.randn(1, 3, 8, 6, 6, requires_grad=True)
+    pts = torch.rand(1, 50, 3) * 0.8 - 0.4
+    sigma, rgb = field.query(planes, pts)
+    bumped = planes.detach().clone()
+    bumped[:, :, 4:] += 1.0  # colour channels only
+    sigma2, rgb2 = field.query(bumped, pts)
+    assert torch.equal(sigma, sigma2) and not torch.allclose(rgb, rgb2)
+    bumped = planes.detach().clone()
+    bumped[:, :, :4] += 1.0  # density channels only
+    sigma3, rgb3 = field.query(bumped, pts)
+    assert torch.equal(rgb, rgb3) and not torch.allclose(sigma, sigma3)
+    # a density loss sends no gradient to the colour channels
+    sigma.sum().backward()
+    assert planes.grad[:, :, 4:].abs().max() == 0 and planes.grad[:, :, :4].abs().max() > 0
+    assert field.trunk_features(planes, pts).shape == (1, 50, 16)
+
+
+def test_shared_trunk_field_and_bad_colour_channels():
+    shared = TriplaneField(8, hidden=16)  # the default: one trunk
+    assert shared.color_trunk is None and shared.density_channels == 8
+    planes = torch.randn(1, 3, 8, 6, 6)
+    bumped = planes.clone()
+    bumped[:, :, 4:] += 1.0
+    pts = torch.rand(1, 20, 3) * 0.8 - 0.4
+    assert not torch.allclose(shared.query(planes, pts)[0], shared.query(bumped, pts)[0])  # one trunk sees all
+    for bad in (8, -1):
+        with pytest.raises(ValueError, match="colour_channels"):
+            TriplaneField(8, colour_channels=bad)
+    cfg = SAR3DConfig(extra={"triplane": {"colour_channels": 8}})  # tiny: F = 16
+    assert TriplaneField.from_config(cfg).colour_channels == 8 and TriplaneField.from_config(cfg).density_channels == 8

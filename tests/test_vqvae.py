@@ -158,6 +158,13 @@ def test_checkpoint_errors(tmp_path):
     (other / "config.json").write_text((folder / "config.json").read_text())
     with pytest.raises(ValueError, match="do not fit"):
         SAR3DVQVAE.from_pretrained(other)
+    # weights of a split colour field under a config without it: the error names the setting
+    split_extra = {**cfg.extra, "triplane": {**cfg.extra["triplane"], "colour_channels": 4}}
+    split = SAR3DVQVAE(SAR3DConfig(name="test", image_size=32, latent_size=4, scales=(1, 2, 4), codebook_size=64,
+                                   extra=split_extra)).save_pretrained(tmp_path / "split")
+    (split / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(ValueError, match="colour_channels"):
+        SAR3DVQVAE.from_pretrained(split)
     # a truncated weights file
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[: len(data) // 2])

@@ -10,7 +10,7 @@ from sar3d_core.training import TrainConfig
 from sar3d_core.triplane import patch_index
 from sar3d_core.vqvae import SAR3DVQVAE
 from sar3d_core.vqvae_train import (ObjectiveSettings, VQVAEObjective, export_checkpoint, occupancy_samples,
-                                    train_vqvae)
+                                    surface_colour, surface_colour_samples, train_vqvae)
 from sar3d_core.world import make_object
 
 SAMPLES = "data_samples/chunks"
@@ -77,6 +77,42 @@ def test_occupancy_samples_are_exact_and_near_the_surface():
         assert torch.equal(occ[i], (sdf < 0).float())
         assert sdf[:200].abs().median() < 0.02  # the near-surface half
         assert 0.2 < occ[i, :200].mean() < 0.8  # both sides of the surface
+
+
+def test_surface_colour_matches_the_renders_of_a_matte_object():
+    from sar3d_core.cameras import camera_rays, ray_depth_scale
+    from sar3d_core.render import render_sdf
+
+    obj = make_object(0)  # a matte car: the specular term is at most 0.05 x 0.92
+    c = chunk_cameras()[[1, 7]]
+    mv = render_sdf(obj, c, 32, 32)
+    hit = mv.mask[:, 0] > 0.5  # (V, H, W)
+    o, d = camera_rays(c, 32, 32)
+    t = mv.depth[:, 0] * ray_depth_scale(c, 32, 32)  # planar depth -> distance along the ray
+    p = (o + t[..., None] * d)[hit]
+    target = surface_colour(obj, p)
+    shown = mv.rgb.permute(0, 2, 3, 1)[hit]
+    assert (target - shown).abs().max() < 0.05
+    assert target.std(0).max() > 0.02  # not one flat colour: the object is shaded and patterned
+    pts, rgb = surface_colour_samples([0, 3], 64, 0.0, torch.Generator().manual_seed(0))
+    assert pts.shape == rgb.shape == (2, 64, 3)
+    assert obj.sdf(pts[0]).abs().max() < 1e-3  # noise 0: on the surface
+    torch.testing.assert_close(rgb[0], surface_colour(obj, pts[0]))
+
+
+def test_colour_term_trains_only_the_colour_path():
+    torch.manual_seed(0)
+    cfg = small_config()
+    obj = VQVAEObjective(SAR3DVQVAE(cfg), ObjectiveSettings(rays=16, patch=0, occupancy_weight=0.0,
+                                                            colour_weight=1.0, colour_points=32))
+    terms = obj(batch_of(cfg), 1)
+    assert torch.isfinite(terms["colour"]) and 0 < float(terms["colour"].detach()) < 1
+    field = obj.model.field
+    terms["colour"].backward()
+    assert field.color_head.weight.grad.abs().sum() > 0
+    assert field.density_head.weight.grad is None or field.density_head.weight.grad.abs().sum() == 0
+    assert "colour" not in VQVAEObjective(SAR3DVQVAE(cfg), ObjectiveSettings(rays=16, patch=0, colour_weight=0.0))(
+        batch_of(cfg), 1)
 
 
 def test_objective_terms_and_gan_isolation():
