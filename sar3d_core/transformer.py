@@ -107,11 +107,13 @@ def fhat_to_scale_input(f_hat_B3Chw: torch.Tensor, hw) -> torch.Tensor:
 
 
 class KVCache:
-    """Self-attention keys/values of every block for the positions fed so far, and the
-    cross-attention keys/values of the condition tokens (computed once)."""
+    """Self-attention keys/values of every block for the positions fed so far, and what
+    depends on the condition alone, computed on the first pass and reused by every later
+    one: the cross-attention keys/values of the condition tokens and the AdaLN modulations
+    of the blocks and the head."""
 
     def __init__(self):
-        self.self_kv, self.cross_kv, self.length = {}, {}, 0
+        self.self_kv, self.cross_kv, self.ada, self.length = {}, {}, {}, 0
 
     def extend(self, block: int, k_BHld: torch.Tensor, v_BHld: torch.Tensor):
         if block in self.self_kv:
@@ -176,7 +178,12 @@ class AdaLNBlock(nn.Module):
         return x + self.cross_attn.attend(self.cross_attn.queries(self.cross_norm(x)), k, v, token_mask)
 
     def forward(self, x_BlW, cond_BW, tokens_BTD, token_mask, self_mask, cache: KVCache | None = None, index: int = 0):
-        g1, g2, s1, s2, b1, b2 = self.ada(cond_BW).unsqueeze(1).chunk(6, dim=-1)  # each (B, 1, W)
+        if cache is not None and index in cache.ada:
+            g1, g2, s1, s2, b1, b2 = cache.ada[index]
+        else:
+            g1, g2, s1, s2, b1, b2 = self.ada(cond_BW).unsqueeze(1).chunk(6, dim=-1)  # each (B, 1, W)
+            if cache is not None:
+                cache.ada[index] = (g1, g2, s1, s2, b1, b2)
         if self.cross_attn_first:
             x_BlW = self._cross(x_BlW, tokens_BTD, token_mask, cache, index)
         h = self.norm(x_BlW) * (1 + s1) + b1
@@ -320,7 +327,12 @@ class SAR3DTransformer(nn.Module):
             h_BlW = blk(h_BlW, cond_BW, cond_tokens, token_mask, self_mask, cache, i)
         if cache is not None:
             cache.length = end
-        scale, shift = self.head_ada(cond_BW).unsqueeze(1).chunk(2, dim=-1)
+        if cache is not None and "head" in cache.ada:
+            scale, shift = cache.ada["head"]
+        else:
+            scale, shift = self.head_ada(cond_BW).unsqueeze(1).chunk(2, dim=-1)
+            if cache is not None:
+                cache.ada["head"] = (scale, shift)
         return self.head(self.head_norm(h_BlW) * (1 + scale) + shift)  # (B, l, V)
 
     def forward(self, x_BLC_teacher_input, cond_pooled, cond_tokens, cond_mask=None,
