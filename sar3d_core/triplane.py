@@ -130,7 +130,7 @@ class TriplaneField(nn.Module):
     occupancy gradients reach the same plane features as the colour ones and, under Adam's
     per-weight step sizes, drown them: fitting free per-object feature planes of 4 objects
     for 300 steps, the shared field rendered all four in one brown, the split one
-    (``c = F / 2``) in their own colours (README, VQVAE, "What limits it"). The paper's
+    (``c = F / 2``) in their own colours (README, VQVAE, "Colour diagnosis"). The paper's
     Fig. 2 leaves the MLP's layout open.
 
     ``trunk_features`` is the density trunk's hidden code: an SDF head (FlexiCubes, Sec. 4.1
