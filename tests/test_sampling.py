@@ -119,6 +119,26 @@ def test_kv_cached_next_scale_logits_equal_one_teacher_forced_pass(cross_attn_fi
     assert close_in_float32(logits, expected)
 
 
+def test_condition_only_terms_are_computed_once_per_sample():
+    """The AdaLN modulations (blocks and head) and the cross-attention keys depend on the
+    condition only: the cache computes them on the first of the K passes and reuses them."""
+    model, q = tiny_model(), tiny_quantizer()
+    pooled, cond_tokens, mask = condition(2)
+    calls = {"ada": 0, "head_ada": 0, "cross_kv": 0}
+
+    def count(name):
+        def hook(*_):
+            calls[name] += 1
+        return hook
+
+    for blk in model.blocks:
+        blk.ada.register_forward_hook(count("ada"))
+        blk.cross_attn.to_kv.register_forward_hook(count("cross_kv"))
+    model.head_ada.register_forward_hook(count("head_ada"))
+    sample_next_scale(model, q, pooled, cond_tokens, mask, cfg=2.0, seed=0)
+    assert calls == {"ada": len(model.blocks), "head_ada": 1, "cross_kv": len(model.blocks)}
+
+
 def test_kv_cached_next_token_logits_equal_one_teacher_forced_pass():
     model, q = tiny_model(next_token=True), tiny_quantizer()
     pooled, cond_tokens, mask = condition(2)
