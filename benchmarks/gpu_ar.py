@@ -16,11 +16,11 @@ Condition features of the paper preset are random tensors of the official shapes
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
 import torch
+from gpu_common import run_parts, sync  # benchmarks/ is the script's folder
 
 from sar3d_core.ar_train import ARObjective
 from sar3d_core.config import SAR3DConfig
@@ -28,10 +28,6 @@ from sar3d_core.quantizer import sequence_to_tokens
 from sar3d_core.sampling import sample_next_scale
 from sar3d_core.training import TrainConfig, train
 from sar3d_core.transformer import SAR3DTransformer
-
-
-def sync():
-    torch.cuda.synchronize()
 
 
 def cpu_vs_cuda(result: dict) -> None:
@@ -152,21 +148,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run this on a GPU machine")
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    for fn in (cpu_vs_cuda, training_loop_on_cuda, paper_preset):
-        try:
-            fn(result)
-        except Exception as err:  # report every part even when one fails
-            import traceback
-
-            result[fn.__name__ + "_error"] = repr(err)
-            print(fn.__name__, "FAILED", repr(err))
-            traceback.print_exc()
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    run_parts((cpu_vs_cuda, training_loop_on_cuda, paper_preset), args.out)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ does not train a model.
 from __future__ import annotations
 
 import argparse
-import json
+from functools import partial
 import tempfile
 import time
 
 import torch
+from gpu_common import run_parts, sync  # benchmarks/ is the script's folder
 
 from sar3d_core.cameras import chunk_cameras, plucker_embedding
 from sar3d_core.config import SAR3DConfig
@@ -40,11 +41,6 @@ def synthetic_batch(cfg: SAR3DConfig, B: int, device, seeds: bool = False) -> di
     batch = {"encoder_input": x, "target_rgb": rgb, "target_depth": depth, "target_mask": mask, "target_c": c,
              "seed": torch.arange(B) if seeds else torch.full((B,), -1)}  # seeds: the 3D aids run
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def cpu_vs_cuda(result: dict, checkpoint: str | None = None) -> None:
@@ -144,21 +140,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--checkpoint", default=None, help="compare CPU and CUDA with these VQVAE weights")
     args = p.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run this on a GPU machine")
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    for fn in (cpu_vs_cuda, training_loop_on_cuda, paper_preset):
-        try:
-            fn(result, args.checkpoint) if fn is cpu_vs_cuda else fn(result)
-        except Exception as err:  # report every part even when one fails
-            import traceback
-
-            result[fn.__name__ + "_error"] = repr(err)
-            print(fn.__name__, "FAILED", repr(err))
-            traceback.print_exc()
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    run_parts((partial(cpu_vs_cuda, checkpoint=args.checkpoint), training_loop_on_cuda, paper_preset), args.out)
 
 
 if __name__ == "__main__":

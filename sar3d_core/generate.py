@@ -145,14 +145,16 @@ class Generator:
 
 
 # ------------------------------------------------------------------------------ timing
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def _median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up: first-call allocations and lazy imports are not the sampler's cost
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(sorted(times)[len(times) // 2])
+    times = sorted(_seconds(fn) for _ in range(repeats))
+    return float(times[len(times) // 2])
 
 
 @torch.no_grad()
@@ -183,7 +185,8 @@ def benchmark_sampling(next_scale: Generator, next_token: Generator | None = Non
     # spell of a noisy machine hits both; the ratio is the median of the per-repeat ratios
     sample_fn = lambda: next_scale.sample_tokens(cond, **kw)  # noqa: E731
     forward_fn = lambda: model(torch.cat((x, x)), pooled2, tokens2, mask2)  # noqa: E731
-    pairs = [(_median_seconds(sample_fn, 1), _median_seconds(forward_fn, 1)) for _ in range(repeats)]
+    sample_fn(), forward_fn()  # warm-up
+    pairs = [(_seconds(sample_fn), _seconds(forward_fn)) for _ in range(repeats)]
     out["next_scale_s"] = float(np.median([a for a, _ in pairs]))
     out["teacher_forced_s"] = float(np.median([b for _, b in pairs]))
     out["sampling_over_forward"] = float(np.median([a / b for a, b in pairs]))

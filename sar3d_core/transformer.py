@@ -107,13 +107,13 @@ def fhat_to_scale_input(f_hat_B3Chw: torch.Tensor, hw) -> torch.Tensor:
 
 
 class KVCache:
-    """Self-attention keys/values of every block for the positions fed so far, and what
-    depends on the condition alone, computed on the first pass and reused by every later
-    one: the cross-attention keys/values of the condition tokens and the AdaLN modulations
-    of the blocks and the head."""
+    """Self-attention keys/values of every block for the positions fed so far, and the terms
+    that depend on the condition alone (the cross-attention keys/values of the condition
+    tokens, the AdaLN modulations of the blocks and the head): ``once`` computes those on the
+    first pass and every later pass reuses them."""
 
     def __init__(self):
-        self.self_kv, self.cross_kv, self.ada, self.length = {}, {}, {}, 0
+        self.self_kv, self.fixed, self.length = {}, {}, 0
 
     def extend(self, block: int, k_BHld: torch.Tensor, v_BHld: torch.Tensor):
         if block in self.self_kv:
@@ -121,6 +121,16 @@ class KVCache:
             k_BHld, v_BHld = torch.cat((k0, k_BHld), dim=2), torch.cat((v0, v_BHld), dim=2)
         self.self_kv[block] = (k_BHld, v_BHld)
         return k_BHld, v_BHld
+
+    def once(self, key, compute):
+        if key not in self.fixed:
+            self.fixed[key] = compute()
+        return self.fixed[key]
+
+
+def _once(cache: KVCache | None, key, compute):
+    """``compute()``, cached in ``cache`` under ``key`` when there is a cache."""
+    return compute() if cache is None else cache.once(key, compute)
 
 
 class Attention(nn.Module):
@@ -169,21 +179,12 @@ class AdaLNBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
 
     def _cross(self, x, tokens_BTD, token_mask, cache, index):
-        if cache is not None and index in cache.cross_kv:
-            k, v = cache.cross_kv[index]
-        else:
-            k, v = self.cross_attn.keys_values(tokens_BTD)
-            if cache is not None:
-                cache.cross_kv[index] = (k, v)
+        k, v = _once(cache, ("cross_kv", index), lambda: self.cross_attn.keys_values(tokens_BTD))
         return x + self.cross_attn.attend(self.cross_attn.queries(self.cross_norm(x)), k, v, token_mask)
 
     def forward(self, x_BlW, cond_BW, tokens_BTD, token_mask, self_mask, cache: KVCache | None = None, index: int = 0):
-        if cache is not None and index in cache.ada:
-            g1, g2, s1, s2, b1, b2 = cache.ada[index]
-        else:
-            g1, g2, s1, s2, b1, b2 = self.ada(cond_BW).unsqueeze(1).chunk(6, dim=-1)  # each (B, 1, W)
-            if cache is not None:
-                cache.ada[index] = (g1, g2, s1, s2, b1, b2)
+        g1, g2, s1, s2, b1, b2 = _once(cache, ("ada", index),
+                                       lambda: self.ada(cond_BW).unsqueeze(1).chunk(6, dim=-1))  # each (B, 1, W)
         if self.cross_attn_first:
             x_BlW = self._cross(x_BlW, tokens_BTD, token_mask, cache, index)
         h = self.norm(x_BlW) * (1 + s1) + b1
@@ -327,12 +328,7 @@ class SAR3DTransformer(nn.Module):
             h_BlW = blk(h_BlW, cond_BW, cond_tokens, token_mask, self_mask, cache, i)
         if cache is not None:
             cache.length = end
-        if cache is not None and "head" in cache.ada:
-            scale, shift = cache.ada["head"]
-        else:
-            scale, shift = self.head_ada(cond_BW).unsqueeze(1).chunk(2, dim=-1)
-            if cache is not None:
-                cache.ada["head"] = (scale, shift)
+        scale, shift = _once(cache, "head_ada", lambda: self.head_ada(cond_BW).unsqueeze(1).chunk(2, dim=-1))
         return self.head(self.head_norm(h_BlW) * (1 + scale) + shift)  # (B, l, V)
 
     def forward(self, x_BLC_teacher_input, cond_pooled, cond_tokens, cond_mask=None,

@@ -141,7 +141,6 @@ class TriplaneField(nn.Module):
                  density_bias: float = -4.0, density_scale: float = 10.0, bound: float = OBJECT_BOX,
                  colour_channels: int = 0):
         super().__init__()
-        colour_channels = int(colour_channels)
         if not 0 <= colour_channels < feature_channels:
             raise ValueError(f"colour_channels={colour_channels} must be in [0, feature_channels={feature_channels})")
         self.bound, self.density_bias, self.density_scale = bound, density_bias, density_scale
