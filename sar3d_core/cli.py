@@ -251,6 +251,15 @@ def _cmd_train_vqvae(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = SAR3DConfig.paper() if args.preset == "paper" else SAR3DConfig.tiny()
+    if args.extra:
+        try:
+            extra = json.loads(args.extra)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--extra is not valid JSON ({err}): give a dict such as "
+                             '\'{"triplane": {"colour_channels": 8}}\'')
+        if not isinstance(extra, dict):
+            raise ValueError(f"--extra must be a JSON dict of component settings, got {type(extra).__name__}")
+        cfg.extra = {**cfg.extra, **extra}
     if args.single_scale:
         from .vqvae_train import single_scale_config
 
@@ -483,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-occupancy", action="store_true", help="turn off the exact-occupancy 3D training aid")
     t.add_argument("--colour-weight", type=float, default=None,
                    help="weight of the exact-colour 3D training aid (0 turns it off; default: ObjectiveSettings)")
+    t.add_argument("--extra", default=None,
+                   help='component settings as JSON, merged into the config\'s extra, e.g. '
+                        '\'{"triplane": {"colour_channels": 8, "colour_latent_channels": 4}}\'')
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/vqvae_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
     t.add_argument("--ckpt-every", type=int, default=200)

@@ -39,6 +39,10 @@ class EncoderSettings:
     base_channels: int = 32
     max_channels: int = 64
     fused_channels: int = 64  # width after the view fusion
+    # > 0: the last ones of the latent come from a colour encoder of their own (0: off, as shipped);
+    # set it equal to the triplane's colour_latent_channels so the two streams line up
+    colour_latent_channels: int = 0
+    colour_widths: tuple = (16, 32, 32)  # base, max and fused widths of that colour encoder
 
     @classmethod
     def paper(cls) -> "EncoderSettings":
@@ -99,6 +103,15 @@ class MultiViewEncoder(nn.Module):
         self.trunk = nn.Sequential(*layers)
         # fusion of the views by channel concatenation: (B, V*c, h, w) -> (B, fused, h, w)
         self.fuse = nn.Sequential(nn.Conv2d(num_views * c_in, s.fused_channels, 1), ResBlock(s.fused_channels))
+        self.colour = None
+        if s.colour_latent_channels:
+            if not 0 < s.colour_latent_channels < latent_channels or len(s.colour_widths) != 3:
+                raise ValueError(f"colour_latent_channels={s.colour_latent_channels} must be in (0, {latent_channels}) "
+                                 f"and colour_widths (base, max, fused) three numbers, got {tuple(s.colour_widths)}")
+            b, mx, fu = s.colour_widths
+            self.colour = MultiViewEncoder(num_views, in_channels, image_size, latent_size, s.colour_latent_channels,
+                                           EncoderSettings(b, mx, fu))
+            latent_channels -= s.colour_latent_channels
         self.head = nn.Sequential(_norm(s.fused_channels), nn.SiLU(),
                                   nn.Conv2d(s.fused_channels, NUM_PLANES * latent_channels, 3, padding=1))
 
@@ -132,4 +145,7 @@ class MultiViewEncoder(nn.Module):
         x = self.trunk(views_BVCHW.flatten(0, 1))  # (B*V, c, h, w): one trunk for all views
         x = x.unflatten(0, (B, V)).flatten(1, 2)  # (B, V*c, h, w): views side by side in channels
         x = self.head(self.fuse(x))  # (B, 3*C, h, w)
-        return x.unflatten(1, (NUM_PLANES, self.latent_channels))  # (B, 3, C, h, w)
+        f = x.unflatten(1, (NUM_PLANES, -1))  # (B, 3, C, h, w)
+        if self.colour is not None:  # the colour stream's latents: the last channels of each plane
+            f = torch.cat([f, self.colour(views_BVCHW)], 2)
+        return f

@@ -50,6 +50,8 @@ class TriplaneSettings:
     num_samples: int = 24  # samples per ray inside the box
     bound: float = OBJECT_BOX
     colour_channels: int = 0  # > 0: the last ones of F feed a colour MLP of their own (0: one shared trunk)
+    colour_latent_channels: int = 0  # > 0 (needs colour_channels): the last ones of C feed a colour decoder of their own
+    colour_decoder_channels: tuple = (16, 16, 16)  # widths of that colour decoder (same number of stages)
 
     @classmethod
     def paper(cls) -> "TriplaneSettings":
@@ -63,14 +65,38 @@ class TriplaneSettings:
 
 
 class TriplaneDecoder(nn.Module):
-    """Latent triplane ``(B, 3, C, h, w)`` -> feature triplane ``(B, 3, F, h 2^K, w 2^K)``."""
+    """Latent triplane ``(B, 3, C, h, w)`` -> feature triplane ``(B, 3, F, h 2^K, w 2^K)``.
 
-    def __init__(self, latent_channels: int, feature_channels: int, decoder_channels=(32, 32, 32)):
+    With ``colour_latent_channels = c_l > 0`` (needs the split field, ``colour_channels = c``)
+    the decoder runs two streams that never mix: the first ``C - c_l`` latent channels go
+    through the main conv stack to the first ``F - c`` features (the field's density input),
+    the last ``c_l`` through a narrower stack of their own to the last ``c`` (its colour
+    input). Density, mask, depth and occupancy losses then reach no weight of the colour
+    stream, and the colour losses no weight of the geometry stream; only the encoder and the
+    codebook are shared. Off (``0``) in the presets and the shipped checkpoint.
+    """
+
+    def __init__(self, latent_channels: int, feature_channels: int, decoder_channels=(32, 32, 32),
+                 colour_latent_channels: int = 0, colour_feature_channels: int = 0, colour_decoder_channels=(16, 16, 16)):
         super().__init__()
         if len(decoder_channels) < 1:
             raise ValueError("decoder_channels needs at least one width")
         self.latent_channels, self.feature_channels = latent_channels, feature_channels
         self.upsample_factor = 2 ** (len(decoder_channels) - 1)
+        # two streams: the last ``colour_latent_channels`` of the latent -> the last
+        # ``colour_feature_channels`` features (the split field's colour input), the rest -> the rest
+        self.colour_latent_channels = int(colour_latent_channels)
+        self.colour = None
+        if self.colour_latent_channels:
+            if not 0 < self.colour_latent_channels < latent_channels or not 0 < colour_feature_channels < feature_channels:
+                raise ValueError(f"colour_latent_channels={colour_latent_channels} must be in (0, {latent_channels}) and "
+                                 f"needs colour_channels in (0, {feature_channels}) (the split field's colour input)")
+            if len(colour_decoder_channels) != len(decoder_channels):
+                raise ValueError(f"colour_decoder_channels {tuple(colour_decoder_channels)} needs "
+                                 f"{len(decoder_channels)} widths, as many as decoder_channels (same upsampling)")
+            self.colour = TriplaneDecoder(self.colour_latent_channels, colour_feature_channels, colour_decoder_channels)
+            latent_channels -= self.colour_latent_channels
+            feature_channels -= colour_feature_channels
         self.conv_in = nn.Conv2d(latent_channels, decoder_channels[0], 3, padding=1)
         self.stages = nn.ModuleList()
         for c_in, c_out in zip(decoder_channels[:-1], decoder_channels[1:]):
@@ -84,12 +110,20 @@ class TriplaneDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg: SAR3DConfig, settings: TriplaneSettings | None = None) -> "TriplaneDecoder":
         s = settings or TriplaneSettings.from_config(cfg)
-        return cls(cfg.latent_channels, s.feature_channels, s.decoder_channels)
+        return cls(cfg.latent_channels, s.feature_channels, s.decoder_channels, s.colour_latent_channels,
+                   s.colour_channels if s.colour_latent_channels else 0, s.colour_decoder_channels)
 
     def forward(self, f_B3Chw: torch.Tensor) -> torch.Tensor:
         if f_B3Chw.ndim != 5 or f_B3Chw.shape[1] != NUM_PLANES or f_B3Chw.shape[2] != self.latent_channels:
             raise ValueError(
                 f"latent triplane has shape {tuple(f_B3Chw.shape)}: expected (B, 3, {self.latent_channels}, h, w)")
+        B = f_B3Chw.shape[0]
+        if self.colour is not None:  # geometry stream | colour stream, never mixed
+            c = self.latent_channels - self.colour_latent_channels
+            return torch.cat([self._stack(f_B3Chw[:, :, :c]), self.colour(f_B3Chw[:, :, c:])], 2)
+        return self._stack(f_B3Chw)
+
+    def _stack(self, f_B3Chw: torch.Tensor) -> torch.Tensor:
         B = f_B3Chw.shape[0]
         x = f_B3Chw.flatten(0, 1)  # (B*3, C, h, w): one conv stack shared by the planes
         x = F.silu(self.conv_in(x))

@@ -66,6 +66,10 @@ class SAR3DVQVAE(nn.Module):
         self.encoder_settings = EncoderSettings.from_config(cfg)
         self.triplane_settings = TriplaneSettings.from_config(cfg)
         self.loss_weights = loss_weights(cfg)
+        enc_c, dec_c = self.encoder_settings.colour_latent_channels, self.triplane_settings.colour_latent_channels
+        if enc_c and enc_c != dec_c:
+            raise ValueError(f"the encoder's colour_latent_channels={enc_c} must equal the triplane's ({dec_c}): "
+                             f"the colour encoder's latents are the ones the colour decoder reads")
         self.encoder = MultiViewEncoder.from_config(cfg, self.encoder_settings)
         self.quantizer = MultiScaleTriplaneQuantizer.from_config(cfg)
         self.decoder = TriplaneDecoder.from_config(cfg, self.triplane_settings)
@@ -194,6 +198,10 @@ class SAR3DVQVAE(nn.Module):
                 f"{[(k, tuple(tensors[k].shape), tuple(own[k].shape)) for k in wrong[:5]]}"
                 + ("; the field's layout differs: check \"colour_channels\" under \"extra\" / \"triplane\" "
                    "in its config.json (0 or absent: one shared trunk)"
-                   if any(k.startswith("field.") for k in missing + unexpected + wrong) else ""))
+                   if any(k.startswith("field.") for k in missing + unexpected + wrong) else "")
+                + ("; the colour streams differ: check \"colour_latent_channels\" under \"extra\" / \"encoder\" "
+                   "and \"triplane\" in its config.json"
+                   if any(k.startswith(("encoder.colour.", "decoder.colour.")) for k in missing + unexpected)
+                   else ""))
         model.load_state_dict(tensors)
         return model

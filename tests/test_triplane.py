@@ -254,3 +254,38 @@ def test_shared_trunk_field_and_bad_colour_channels():
             TriplaneField(8, colour_channels=bad)
     cfg = SAR3DConfig(extra={"triplane": {"colour_channels": 8}})  # tiny: F = 16
     assert TriplaneField.from_config(cfg).colour_channels == 8 and TriplaneField.from_config(cfg).density_channels == 8
+
+
+def test_two_stream_decoder_keeps_geometry_and_colour_latents_apart():
+    torch.manual_seed(0)
+    cfg = SAR3DConfig(extra={"triplane": {"colour_channels": 8, "colour_latent_channels": 3}})  # tiny: C = 8, F = 16
+    dec = TriplaneDecoder.from_config(cfg)
+    assert dec.colour is not None and dec.colour.latent_channels == 3 and dec.colour.feature_channels == 8
+    f = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
+    planes = dec(f)
+    assert planes.shape == (2, 3, 16, 32, 32)
+    bumped = f.detach().clone()
+    bumped[:, :, 5:] += 1.0  # colour latents only: the geometry features (the first F - 8) do not move
+    moved = dec(bumped)
+    assert torch.equal(planes[:, :, :8], moved[:, :, :8]) and not torch.allclose(planes[:, :, 8:], moved[:, :, 8:])
+    bumped = f.detach().clone()
+    bumped[:, :, :5] += 1.0  # geometry latents only
+    moved = dec(bumped)
+    assert torch.equal(planes[:, :, 8:], moved[:, :, 8:]) and not torch.allclose(planes[:, :, :8], moved[:, :, :8])
+    # with the split field, a density loss sends no gradient to the colour latents
+    field = TriplaneField.from_config(cfg)
+    sigma, _ = field.query(planes, torch.rand(2, 64, 3) * 0.8 - 0.4)
+    sigma.sum().backward()
+    assert f.grad[:, :, 5:].abs().max() == 0 and f.grad[:, :, :5].abs().max() > 0
+    # the default is the one-stream decoder of the shipped checkpoint
+    assert TriplaneDecoder.from_config(SAR3DConfig()).colour is None
+
+
+def test_two_stream_decoder_refuses_bad_settings():
+    with pytest.raises(ValueError, match="colour_channels"):  # colour latents need the split field's colour input
+        TriplaneDecoder.from_config(SAR3DConfig(extra={"triplane": {"colour_latent_channels": 4}}))
+    with pytest.raises(ValueError, match="colour_latent_channels"):
+        TriplaneDecoder(8, 16, (32, 32), colour_latent_channels=8, colour_feature_channels=4)
+    with pytest.raises(ValueError, match="widths"):
+        TriplaneDecoder(8, 16, (32, 32, 32), colour_latent_channels=4, colour_feature_channels=4,
+                        colour_decoder_channels=(16, 16))

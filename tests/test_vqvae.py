@@ -178,3 +178,51 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "bad" / "config.json").write_text(json.dumps({"format": "other", "config": {}}))
     with pytest.raises(ValueError, match="format"):
         SAR3DVQVAE.from_pretrained(tmp_path / "bad")
+
+
+def colour_stream_config() -> SAR3DConfig:
+    """``small_config`` with the colour stream: 1 of the 8 latent channels, 4 of the 8 features."""
+    cfg = small_config()
+    cfg.extra["triplane"].update(colour_channels=4, colour_latent_channels=1)
+    cfg.extra["encoder"].update(colour_latent_channels=1, colour_widths=(8, 16, 16))
+    return cfg
+
+
+def test_colour_stream_is_its_own_encoder_decoder_and_field(sphere_batch):
+    torch.manual_seed(0)
+    model = SAR3DVQVAE(colour_stream_config())
+    x = sphere_batch["encoder_input"]
+    f = model.encoder(x)
+    assert f.shape == (1, 3, 8, 4, 4)
+    assert torch.equal(f[:, :, 7:], model.encoder.colour(x))  # the last latent channel: the colour encoder's
+    # a geometry loss (depth, mask) sends no gradient into the colour encoder ...
+    out = model(sphere_batch, ray_subset=64, generator=torch.Generator().manual_seed(0))
+    (out["depth"].sum() + out["mask"].sum()).backward()
+    colour_grads = [p.grad for n, p in model.named_parameters() if n.startswith(("encoder.colour.", "decoder.colour.",
+                                                                                  "field.color"))]
+    assert colour_grads and all(g is None or g.abs().max() == 0 for g in colour_grads)
+    # ... and the colour encoder's latents change no density
+    planes = model.decode_fhat(f.detach())
+    bumped = f.detach().clone()
+    bumped[:, :, 7:] += 1.0
+    pts = torch.rand(1, 50, 3) * 0.8 - 0.4
+    s0, c0 = model.field.query(planes, pts)
+    s1, c1 = model.field.query(model.decode_fhat(bumped), pts)
+    assert torch.equal(s0, s1) and not torch.allclose(c0, c1)
+
+
+def test_colour_stream_settings_must_agree(tmp_path):
+    cfg = colour_stream_config()
+    cfg.extra["triplane"]["colour_latent_channels"] = 2
+    with pytest.raises(ValueError, match="must equal the triplane's"):
+        SAR3DVQVAE(cfg)
+    bad = small_config()
+    bad.extra["encoder"].update(colour_latent_channels=8)  # all 8 latent channels: no geometry left
+    with pytest.raises(ValueError, match="colour_latent_channels=8"):
+        MultiViewEncoder.from_config(bad)
+    # colour-stream weights under a config without it: the error names the setting
+    folder = SAR3DVQVAE(colour_stream_config()).save_pretrained(tmp_path / "two")
+    plain = SAR3DVQVAE(small_config()).save_pretrained(tmp_path / "plain")
+    (folder / "config.json").write_text((plain / "config.json").read_text())
+    with pytest.raises(ValueError, match="colour_latent_channels"):
+        SAR3DVQVAE.from_pretrained(folder)

@@ -217,3 +217,15 @@ def test_ddp_dead_code_resets_keep_one_codebook(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = (load_file(out / f"codebook{r}.safetensors")["codebook"] for r in (0, 1))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("extra, message", [("{triplane", "not valid JSON"), ("[1]", "must be a JSON dict"),
+                                            ('{"triplane": {"colour_chanels": 8}}', "unknown keys")])
+def test_cli_train_vqvae_bad_extra_is_one_line(tmp_path, capsys, extra, message):
+    from sar3d_core.cli import main
+
+    assert main(["train", "vqvae", "--data", str(SAMPLES), "--steps", "1", "--out", str(tmp_path / "run"),
+                 "--extra", extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "run").exists()  # refused before anything was written
