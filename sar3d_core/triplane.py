@@ -117,7 +117,6 @@ class TriplaneDecoder(nn.Module):
         if f_B3Chw.ndim != 5 or f_B3Chw.shape[1] != NUM_PLANES or f_B3Chw.shape[2] != self.latent_channels:
             raise ValueError(
                 f"latent triplane has shape {tuple(f_B3Chw.shape)}: expected (B, 3, {self.latent_channels}, h, w)")
-        B = f_B3Chw.shape[0]
         if self.colour is not None:  # geometry stream | colour stream, never mixed
             c = self.latent_channels - self.colour_latent_channels
             return torch.cat([self._stack(f_B3Chw[:, :, :c]), self.colour(f_B3Chw[:, :, c:])], 2)
