@@ -70,9 +70,11 @@ def cpu_vs_cuda(result: dict, checkpoint: str | None = None) -> None:
 
 def training_loop_on_cuda(result: dict) -> None:
     """A few steps of the loop on CUDA, with procedural seeds so that both 3D aids (occupancy
-    and colour) run, and with the split colour field (``colour_channels``)."""
+    and colour) run, and with the colour stream of the default checkpoint (split colour field,
+    colour decoder and colour encoder: ``colour_channels``, ``colour_latent_channels``)."""
     cfg = SAR3DConfig.tiny()
-    cfg.extra = {"triplane": {"colour_channels": 8}}
+    cfg.extra = {"triplane": {"colour_channels": 8, "colour_latent_channels": 4},
+                 "encoder": {"colour_latent_channels": 4}}
     batch = synthetic_batch(cfg, 8, "cpu", seeds=True)
     items = [{k: v[i] for k, v in batch.items()} for i in range(8)]
     model = SAR3DVQVAE(cfg)

@@ -60,7 +60,7 @@ def _cmd_encode(args) -> None:
     mv = load_views(args.input, num_views=model.cfg.num_input_views, size=model.cfg.image_size)
     seq = tokens_to_sequence(encode_multiview(model, mv))
     seed = int(args.input[5:]) if args.input.startswith("proc:") else -1
-    save_tokens(args.out, seq, model.cfg, [args.input], [mv.caption or ""], [seed], ckpt)
+    save_tokens(args.out, seq, model.cfg, [args.input], [mv.caption or ""], [seed], ckpt, model.fingerprint())
     print(f"wrote {args.out}: {seq.shape[1]} tokens over scales {list(model.cfg.scales)} from {args.input}")
 
 
@@ -72,7 +72,7 @@ def _cmd_decode(args) -> None:
     from .tokens import decode_views, load_tokens, tokens_of
 
     model, _ = _load_vqvae(args.checkpoint)
-    loaded = load_tokens(args.tokens, model.cfg)
+    loaded = load_tokens(args.tokens, model.cfg, model.fingerprint())
     if not 0 <= args.index < len(loaded["seed"]):
         raise ValueError(f"--index {args.index} is out of range: {args.tokens} holds {len(loaded['seed'])} object(s)")
     K = len(loaded["schedule"])
@@ -291,7 +291,17 @@ def _cmd_train_ar(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    vqvae, _ = _load_vqvae(args.vqvae)
+    vqvae_folder = args.vqvae
+    if vqvae_folder is None:  # default: the VQVAE that wrote the token file, when it is here
+        from .generate import find_vqvae
+        from .tokens import load_tokens
+
+        written_by = load_tokens(args.tokens)["checkpoint"]
+        try:
+            vqvae_folder = find_vqvae(written_by) if written_by else None
+        except FileNotFoundError:
+            vqvae_folder = None
+    vqvae, _ = _load_vqvae(vqvae_folder)
     encoder = load_condition_encoder(args.encoder)
     settings = TransformerSettings.from_config(vqvae.cfg, args.cond)
     sizes = {k: v for k, v in (("depth", args.depth), ("width", args.width), ("num_heads", args.heads)) if v}
@@ -513,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokens", required=True, help="token file of the training set (sar3d data tokenize)")
     t.add_argument("--data", required=True, help="the data set folder the tokens were made from (captions, images)")
     t.add_argument("--cond", choices=["text", "image"], default="text")
-    t.add_argument("--vqvae", default=None, help="the VQVAE that made the tokens (default: the shipped tiny one)")
+    t.add_argument("--vqvae", default=None, help="the VQVAE that made the tokens (default: the one the token file "
+                                                  "names, else the shipped tiny one)")
     t.add_argument("--encoder", default="tiny", choices=["tiny", "hub", "auto"],
                    help="condition encoder: the shipped tiny CLIP (default), the hub CLIP/DINOv2, or auto")
     t.add_argument("--next-token", action="store_true", help="the next-token baseline (single-scale tokens)")

@@ -49,6 +49,17 @@ class Generation:
         return f"{1000 * total:.0f} ms in all: {parts}"
 
 
+def find_vqvae(ref: str) -> Path:
+    """The VQVAE folder a generator names (``vqvae_checkpoint`` in its config): a folder of that
+    name under ``data_samples/`` first (the name travels with a clone, an absolute path does not),
+    then the path itself."""
+    for folder in (DATA_SAMPLES / Path(ref).name, Path(ref).expanduser()):
+        if (folder / "model.safetensors").is_file():
+            return folder
+    raise FileNotFoundError(f"the generator was trained on tokens of the VQVAE {ref!r}, which is not here "
+                            f"(nor under {DATA_SAMPLES}): pass its folder with --vqvae")
+
+
 class Generator:
     """Condition encoder + transformer + VQVAE, checked to be a trained set (see module doc)."""
 
@@ -61,27 +72,32 @@ class Generator:
             raise ValueError(f"the generator was trained on features of {meta['condition_encoder']!r}, "
                              f"not {tower!r}: load that condition encoder")
         transformer.check_quantizer(vqvae.quantizer)
+        if meta.get("vqvae_fingerprint") and meta["vqvae_fingerprint"] != vqvae.fingerprint():
+            raise ValueError(f"the generator was trained on tokens of the VQVAE {meta.get('vqvae_checkpoint', '?')!r} "
+                             f"(fingerprint {meta['vqvae_fingerprint']}), not of this one ({vqvae.fingerprint()}): "
+                             f"pass that VQVAE checkpoint")
         self.transformer, self.meta, self.vqvae, self.encoder = transformer.eval(), meta, vqvae.eval(), encoder
         self.condition_kind, self.name = meta["condition"], name
 
     @classmethod
     def from_pretrained(cls, folder, vqvae_folder=None, encoder=None) -> "Generator":
-        """``folder``: a ``save_generator`` checkpoint; ``vqvae_folder``: default the shipped tiny
-        VQVAE (or the single-scale one for a next-token model); ``encoder``: default the tiny CLIP."""
+        """``folder``: a ``save_generator`` checkpoint; ``vqvae_folder``: default the VQVAE its
+        config names (``find_vqvae``), else the shipped tiny VQVAE (or the single-scale one for a
+        next-token model); ``encoder``: default the tiny CLIP."""
         from .conditioning import load_condition_encoder
         from .vqvae import SAR3DVQVAE
-        from .vqvae_train import load_default
+        from .vqvae_train import DEFAULT_CHECKPOINT
 
         transformer, meta = load_generator(folder)
-        if vqvae_folder is not None:
-            vqvae = SAR3DVQVAE.from_pretrained(vqvae_folder)
-        elif meta["next_token"]:
-            vqvae = SAR3DVQVAE.from_pretrained(DEFAULT_SINGLE_SCALE_VQVAE)
-        else:
-            vqvae = load_default()
+        if vqvae_folder is None and meta.get("vqvae_checkpoint"):
+            vqvae_folder = find_vqvae(meta["vqvae_checkpoint"])
+        elif vqvae_folder is None:
+            vqvae_folder = DEFAULT_SINGLE_SCALE_VQVAE if meta["next_token"] else DEFAULT_CHECKPOINT
+        vqvae = SAR3DVQVAE.from_pretrained(vqvae_folder).eval()
         encoder = encoder or load_condition_encoder("tiny" if "tiny" in meta["condition_encoder"] else "auto")
         kind = "next-token" if meta["next_token"] else "next-scale"
-        return cls(transformer, meta, vqvae, encoder, f"{Path(folder).name} ({meta['condition']}, {kind})")
+        return cls(transformer, meta, vqvae, encoder,
+                   f"{Path(folder).name} ({meta['condition']}, {kind}; VQVAE {Path(vqvae_folder).name})")
 
     @property
     def next_token(self) -> bool:

@@ -57,7 +57,7 @@ def load_object(model, spec: str, index: int = 0) -> Inspection:
     spec = str(spec).strip()
     path, _, idx = spec.partition("#") if ".npz#" in spec else (spec, "", "")
     if path.endswith(".npz"):
-        loaded = load_tokens(Path(path).expanduser(), model.cfg)  # checks schedule and codebook
+        loaded = load_tokens(Path(path).expanduser(), model.cfg, model.fingerprint())  # schedule, codebook, writer
         i = int(idx) if idx else index
         if not 0 <= i < len(loaded["seed"]):
             raise ValueError(f"{path} holds {len(loaded['seed'])} object(s): index {i} is out of range")

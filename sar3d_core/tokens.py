@@ -7,10 +7,12 @@ does. A token file is an ``.npz`` with
 * ``sequence``: ``(N, L)`` token ids in the order of ``quantizer.tokens_to_sequence``
   (scale by scale, plane by plane, row-major; DESIGN.md §4), ``L = sum_k 3 s_k^2``;
 * ``source``, ``caption``, ``seed``: one entry per object (``seed`` -1 when not procedural);
-* ``checkpoint``: the VQVAE that wrote it.
+* ``checkpoint``: the VQVAE that wrote it; ``vqvae_fingerprint``: its weights' fingerprint
+  (``SAR3DVQVAE.fingerprint``; absent in files written before it existed).
 
-Reading checks the schedule and codebook size against the VQVAE that will decode it, so a
-file from another schedule fails with one clear line instead of a wrong decode.
+Reading checks the schedule and codebook size against the VQVAE that will decode it, and the
+fingerprint when both sides have one, so a file from another schedule or another checkpoint
+of the same schedule fails with one clear line instead of a wrong decode.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from .quantizer import sequence_to_tokens, tokens_to_sequence
 FORMAT = "sar3d-tokens/1"
 
 
-def save_tokens(path, sequence_NL, cfg: SAR3DConfig, sources, captions, seeds, checkpoint: str = "") -> Path:
+def save_tokens(path, sequence_NL, cfg: SAR3DConfig, sources, captions, seeds, checkpoint: str = "",
+                fingerprint: str = "") -> Path:
     """Write a token file atomically (see the module doc)."""
     path = Path(path)
     seq = np.asarray(sequence_NL.cpu() if torch.is_tensor(sequence_NL) else sequence_NL)
@@ -42,13 +45,15 @@ def save_tokens(path, sequence_NL, cfg: SAR3DConfig, sources, captions, seeds, c
     np.savez_compressed(tmp, format=np.array(FORMAT), schedule=np.array([int(s) for s in cfg.scales]),
                         codebook_size=np.array(cfg.codebook_size), sequence=seq.astype(np.int32),
                         source=np.array(list(sources), dtype=str), caption=np.array(list(captions), dtype=str),
-                        seed=np.array(list(seeds), dtype=np.int64), checkpoint=np.array(str(checkpoint)))
+                        seed=np.array(list(seeds), dtype=np.int64), checkpoint=np.array(str(checkpoint)),
+                        vqvae_fingerprint=np.array(str(fingerprint)))
     os.replace(tmp, path)
     return path
 
 
-def load_tokens(path, cfg: SAR3DConfig | None = None) -> dict:
-    """Read a token file; with ``cfg``, check that its schedule and codebook match."""
+def load_tokens(path, cfg: SAR3DConfig | None = None, fingerprint: str = "") -> dict:
+    """Read a token file; with ``cfg``, check that its schedule and codebook match; with
+    ``fingerprint`` (``SAR3DVQVAE.fingerprint`` of the reader), that the same weights wrote it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such token file (write one with `sar3d encode` or `sar3d data tokenize`)")
@@ -65,6 +70,11 @@ def load_tokens(path, cfg: SAR3DConfig | None = None) -> dict:
             raise ValueError(f"{path} holds tokens of scales {schedule} with {int(data['codebook_size'])} codes, "
                              f"but the VQVAE has scales {tuple(cfg.scales)} with {cfg.codebook_size}: "
                              f"encode with the same checkpoint")
+    written_by = str(data.get("vqvae_fingerprint", ""))
+    if fingerprint and written_by and fingerprint != written_by:
+        raise ValueError(f"{path} was written by the VQVAE {str(data['checkpoint'])!r} (fingerprint {written_by}), "
+                         f"not by this one (fingerprint {fingerprint}): pass that checkpoint, or re-tokenize with "
+                         f"`sar3d data tokenize --checkpoint ...`")
     seq = data["sequence"]
     if seq.ndim != 2 or seq.shape[1] != total_tokens(schedule) or seq.min(initial=0) < 0 \
             or seq.max(initial=0) >= int(data["codebook_size"]):
@@ -73,7 +83,7 @@ def load_tokens(path, cfg: SAR3DConfig | None = None) -> dict:
     return {"sequence": torch.from_numpy(seq.astype(np.int64)), "schedule": schedule,
             "codebook_size": int(data["codebook_size"]), "source": [str(s) for s in data["source"]],
             "caption": [str(s) for s in data["caption"]], "seed": [int(s) for s in data["seed"]],
-            "checkpoint": str(data["checkpoint"])}
+            "checkpoint": str(data["checkpoint"]), "vqvae_fingerprint": written_by}
 
 
 def tokens_of(loaded: dict, i: int | None = None) -> list[torch.Tensor]:
@@ -122,6 +132,6 @@ def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "
             captions += list(batch["caption"])
             seeds += [int(s) for s in batch["seed"]]
     seconds = time.perf_counter() - t0
-    path = save_tokens(out, torch.cat(seqs), model.cfg, sources, captions, seeds, checkpoint)
+    path = save_tokens(out, torch.cat(seqs), model.cfg, sources, captions, seeds, checkpoint, model.fingerprint())
     return {"objects": len(seeds), "seconds": round(seconds, 2),
             "objects_per_second": round(len(seeds) / max(seconds, 1e-9), 1), "path": str(path)}

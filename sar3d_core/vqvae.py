@@ -23,6 +23,7 @@ and read by ``from_pretrained``. Nothing is ever unpickled.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -149,6 +150,15 @@ class SAR3DVQVAE(nn.Module):
         return terms
 
     # --- checkpoints ---------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A short SHA-256 of all weights: which VQVAE made a token file or a generator's tokens
+        (two checkpoints of one config give different token meanings; the config cannot tell)."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def save_pretrained(self, folder) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed)."""
         folder = Path(folder)

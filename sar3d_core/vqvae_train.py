@@ -49,10 +49,14 @@ from .training import TrainConfig, find_checkpoint, is_main_process, load_checkp
 from .triplane import patch_index
 from .vqvae import SAR3DVQVAE
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "vqvae_tiny"
+# the default VQVAE: the colour-stream checkpoint (the first one, data_samples/vqvae_tiny, is kept
+# for comparison: the same command without --colour-weight and --extra)
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "vqvae_tiny_colour"
 TRAIN_COMMAND = ("OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train vqvae --preset tiny "
-                 "--threads 1 --batch-size 4 --steps 2500 --gan-start 1600 --out runs/vqvae_tiny "
-                 "--export data_samples/vqvae_tiny")
+                 "--threads 1 --batch-size 4 --steps 2500 --gan-start 1600 --colour-weight 1 --extra "
+                 "'{\"triplane\": {\"colour_channels\": 8, \"colour_latent_channels\": 4}, "
+                 "\"encoder\": {\"colour_latent_channels\": 4}}' --out runs/vqvae_tiny_colour "
+                 "--export data_samples/vqvae_tiny_colour")
 
 
 @dataclass
@@ -347,7 +351,7 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
 
 
 def load_default() -> SAR3DVQVAE:
-    """The shipped tiny VQVAE ``data_samples/vqvae_tiny``, in eval mode."""
+    """The shipped tiny VQVAE ``data_samples/vqvae_tiny_colour`` (the colour stream), in eval mode."""
     if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
         raise FileNotFoundError(f"the VQVAE checkpoint {DEFAULT_CHECKPOINT} is missing: train it with `{TRAIN_COMMAND}`")
     return SAR3DVQVAE.from_pretrained(DEFAULT_CHECKPOINT).eval()

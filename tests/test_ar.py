@@ -9,7 +9,7 @@ from sar3d_core.ar_train import (CONDITION_VIEW, ARDataset, condition_images, en
 from sar3d_core.cli import main
 from sar3d_core.conditioning import ConditionEncoder
 from sar3d_core.data import MultiViewDataset, build_dataset
-from sar3d_core.generate import Generator
+from sar3d_core.generate import Generator, find_vqvae
 from sar3d_core.cameras import orbit_cameras
 from sar3d_core.tokens import load_tokens, tokenize_dataset, tokens_of
 from sar3d_core.training import TrainConfig
@@ -126,6 +126,28 @@ def test_generator_refuses_a_mismatched_vqvae_or_encoder(setup, tmp_path):
         load_generator(tmp_path / "nothing")
 
 
+def test_generator_knows_which_vqvae_made_its_tokens(setup, tmp_path):
+    _train(setup, tmp_path, steps=1)
+    model, meta = load_generator(tmp_path / "gen")
+    assert meta["vqvae_fingerprint"] == setup["vqvae"].fingerprint()
+    torch.manual_seed(5)
+    other = SAR3DVQVAE(small_config()).eval()  # the same config, other weights: the config check passes
+    with pytest.raises(ValueError, match="fingerprint"):
+        Generator(model, meta, other, setup["encoder"])
+    # a token file names its writer: `train ar` without --vqvae reads with it, the generator finds it
+    tokenize_dataset(setup["vqvae"], setup["data"], tmp_path / "named.npz", batch_size=6,
+                     checkpoint=str(setup["root"] / "vqvae"))
+    assert main(["train", "ar", "--tokens", str(tmp_path / "named.npz"), "--data", str(setup["data"]), "--steps", "1",
+                 "--batch-size", "2", "--depth", "1", "--width", "32", "--heads", "2", "--out", str(tmp_path / "run2"),
+                 "--export", str(tmp_path / "gen2")]) == 0
+    meta2 = json.loads((tmp_path / "gen2" / "config.json").read_text())
+    assert meta2["vqvae_checkpoint"] == str(setup["root"] / "vqvae")
+    gen = Generator.from_pretrained(tmp_path / "gen2", encoder=setup["encoder"])
+    assert gen.vqvae.fingerprint() == setup["vqvae"].fingerprint()
+    with pytest.raises(FileNotFoundError, match="--vqvae"):
+        find_vqvae(str(tmp_path / "gone" / "vqvae_nowhere"))
+
+
 def test_image_condition_and_next_token_baseline(setup, tmp_path):
     _train(setup, tmp_path / "img", condition="image", steps=2)
     model, meta = load_generator(tmp_path / "img" / "gen")
@@ -204,3 +226,14 @@ def test_generate_and_bench_commands_on_the_shipped_generators(tmp_path, capsys)
     assert r["next_token_tokens"] == 192 and r["next_scale_passes"] == 6
     # no wall-clock threshold in tests (DESIGN.md §7): the README holds the measured speed-up
     assert r["speedup"] == pytest.approx(r["next_token_s"] / r["next_scale_s"])
+
+
+@pytest.mark.parametrize("name", ["ar_text_tiny", "ar_image_tiny", "ar_text_next_token_tiny"])
+def test_shipped_generators_name_the_vqvae_that_made_their_tokens(name):
+    """Each shipped generator finds its VQVAE by the name in its config, with the same weights."""
+    from sar3d_core.generate import DATA_SAMPLES
+
+    meta = json.loads((DATA_SAMPLES / name / "config.json").read_text())
+    folder = find_vqvae(meta["vqvae_checkpoint"])
+    assert folder.parent == DATA_SAMPLES
+    assert SAR3DVQVAE.from_pretrained(folder).fingerprint() == meta["vqvae_fingerprint"]

@@ -89,3 +89,26 @@ def test_cli_decode_refuses_tokens_of_another_schedule(tmp_path, checkpoint, cap
     assert main(["decode", str(path), "--out", str(tmp_path / "g.png"), "--checkpoint", str(checkpoint)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "scales (1, 3, 4)" in err[0]
+
+
+def test_tokens_of_another_checkpoint_of_the_same_schedule_are_refused(tmp_path, checkpoint, capsys):
+    """Same config, other weights: the schedule check cannot tell, the fingerprint does."""
+    model = SAR3DVQVAE.from_pretrained(checkpoint)
+    assert model.fingerprint() == SAR3DVQVAE.from_pretrained(checkpoint).fingerprint()
+    torch.manual_seed(1)
+    other = SAR3DVQVAE(small_config())
+    assert other.fingerprint() != model.fingerprint()
+    tok = tmp_path / "one.npz"
+    assert main(["encode", CHUNK, "--out", str(tok), "--checkpoint", str(checkpoint)]) == 0
+    assert load_tokens(tok)["vqvae_fingerprint"] == model.fingerprint()
+    assert load_tokens(tok, small_config(), model.fingerprint())["sequence"].shape[0] == 1
+    with pytest.raises(ValueError, match="re-tokenize"):
+        load_tokens(tok, small_config(), other.fingerprint())
+    other.save_pretrained(tmp_path / "other")
+    capsys.readouterr()
+    assert main(["decode", str(tok), "--out", str(tmp_path / "g.png"), "--checkpoint", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fingerprint" in err[0] and not (tmp_path / "g.png").exists()
+    # files written before fingerprints existed still load (nothing to compare against)
+    old = save_tokens(tmp_path / "old.npz", load_tokens(tok)["sequence"], small_config(), ["a"], [""], [-1])
+    assert load_tokens(old, small_config(), other.fingerprint())["vqvae_fingerprint"] == ""
