@@ -181,7 +181,8 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
     from .tokens import load_tokens
 
     t0 = time.perf_counter()
-    loaded = load_tokens(tokens_path, vqvae.cfg, vqvae.fingerprint())
+    fingerprint = vqvae.fingerprint()  # hashes every weight: once
+    loaded = load_tokens(tokens_path, vqvae.cfg, fingerprint)
     if next_token and len(vqvae.cfg.scales) != 1:
         raise ValueError(f"the next-token baseline reads tokens of a single-scale VQVAE, this one has scales "
                          f"{list(vqvae.cfg.scales)} (train one with `sar3d train vqvae --single-scale`)")
@@ -211,7 +212,7 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
             save_generator(export, model, vqvae.cfg, condition, cond["name"],
                            {"training": {k: v for k, v in summary.items() if k != "final"},
                             "tokens": str(tokens_path), "vqvae_checkpoint": loaded["checkpoint"],
-                            "vqvae_fingerprint": vqvae.fingerprint(),
+                            "vqvae_fingerprint": fingerprint,
                             **({"condition_view": CONDITION_VIEW} if condition == "image" else {})})
         print("summary " + json.dumps(summary))
     return summary

@@ -39,7 +39,8 @@ class EncoderSettings:
     base_channels: int = 32
     max_channels: int = 64
     fused_channels: int = 64  # width after the view fusion
-    # > 0: the last ones of the latent come from a colour encoder of their own (0: off, as shipped);
+    # > 0: the last ones of the latent come from a colour encoder of their own (0: off, as in the presets;
+    # the default checkpoint vqvae_tiny_colour uses 4);
     # set it equal to the triplane's colour_latent_channels so the two streams line up
     colour_latent_channels: int = 0
     colour_widths: tuple = (16, 32, 32)  # base, max and fused widths of that colour encoder

@@ -72,9 +72,10 @@ class Generator:
             raise ValueError(f"the generator was trained on features of {meta['condition_encoder']!r}, "
                              f"not {tower!r}: load that condition encoder")
         transformer.check_quantizer(vqvae.quantizer)
-        if meta.get("vqvae_fingerprint") and meta["vqvae_fingerprint"] != vqvae.fingerprint():
+        wanted = meta.get("vqvae_fingerprint")
+        if wanted and wanted != (have := vqvae.fingerprint()):
             raise ValueError(f"the generator was trained on tokens of the VQVAE {meta.get('vqvae_checkpoint', '?')!r} "
-                             f"(fingerprint {meta['vqvae_fingerprint']}), not of this one ({vqvae.fingerprint()}): "
+                             f"(fingerprint {wanted}), not of this one ({have}): "
                              f"pass that VQVAE checkpoint")
         self.transformer, self.meta, self.vqvae, self.encoder = transformer.eval(), meta, vqvae.eval(), encoder
         self.condition_kind, self.name = meta["condition"], name

@@ -73,7 +73,8 @@ class TriplaneDecoder(nn.Module):
     the last ``c_l`` through a narrower stack of their own to the last ``c`` (its colour
     input). Density, mask, depth and occupancy losses then reach no weight of the colour
     stream, and the colour losses no weight of the geometry stream; only the encoder and the
-    codebook are shared. Off (``0``) in the presets and the shipped checkpoint.
+    codebook are shared. Off (``0``) in the presets; on in the default checkpoint
+    ``data_samples/vqvae_tiny_colour``.
     """
 
     def __init__(self, latent_channels: int, feature_channels: int, decoder_channels=(32, 32, 32),
