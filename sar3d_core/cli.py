@@ -374,6 +374,11 @@ def _cmd_bench_sampling(args) -> None:
               f"{1000 * r['next_token_s']:.1f} ms  -> next-scale is {r['speedup']:.1f}x faster")
     print(f"  one teacher-forced forward over the sequence (CFG batch 2): {1000 * r['teacher_forced_s']:.1f} ms "
           f"-> sampling / forward = {r['sampling_over_forward']:.2f}")
+    passes = ", ".join(f"{n}: {v:.1f}" for n, v in zip(r["next_scale_pass_tokens"], r["next_scale_pass_ms"]))
+    print(f"  next-scale passes, new tokens: ms  {passes}  (about {r['pass_fixed_ms']:.1f} ms a pass "
+          f"+ {r['pass_ms_per_token']:.3f} ms a token)")
+    if nt is not None:
+        print(f"  next-token passes: {r['next_token_pass_ms']:.2f} ms each (median)")
     stages = ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in r["end_to_end_stages_s"].items())
     print(f"  text -> mesh end to end: {1000 * r['end_to_end_s']:.0f} ms median ({stages})")
     if args.json:

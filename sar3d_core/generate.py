@@ -118,10 +118,10 @@ class Generator:
 
     @torch.no_grad()
     def sample_tokens(self, cond, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
-                      top_p: float = 0.5, seed: int = 0) -> list:
+                      top_p: float = 0.5, seed: int = 0, pass_seconds: list | None = None) -> list:
         sampler = sample_next_token if self.next_token else sample_next_scale
         return sampler(self.transformer, self.vqvae.quantizer, cond.pooled, cond.tokens, cond.mask, cfg=cfg,
-                       cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed)
+                       cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed, pass_seconds=pass_seconds)
 
     @torch.no_grad()
     def generate(self, text=None, image=None, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
@@ -186,7 +186,11 @@ def benchmark_sampling(next_scale: Generator, next_token: Generator | None = Non
       batch with CFG (2 rows: conditional and null), the compute floor of sampling; the two
       are timed in alternation and ``sampling_over_forward`` is the median of the
       per-repeat ratios (robust to a noisy machine's slow spells);
-    * ``end_to_end_s``: text -> condition -> tokens -> planes -> marching-cubes mesh, and its stages.
+    * ``end_to_end_s``: text -> condition -> tokens -> planes -> marching-cubes mesh, and its stages;
+    * where sampling time goes: ``next_scale_pass_ms`` (median wall time of each of the K passes,
+      ``next_scale_pass_tokens`` new tokens each), ``next_token_pass_ms`` (median over all passes)
+      and a least-squares line through the next-scale passes, ``pass_fixed_ms`` +
+      ``pass_ms_per_token`` x tokens: what a pass costs whatever its size, and what each token adds.
     """
     cond = next_scale.condition(text=prompt)
     kw = dict(cfg=cfg, top_k=10, top_p=0.5, seed=0)
@@ -200,17 +204,29 @@ def benchmark_sampling(next_scale: Generator, next_token: Generator | None = Non
     mask2 = torch.cat((cond.mask, torch.ones_like(cond.mask)))
     # interleaved: each repeat times one sampling and one forward back to back, so a slow
     # spell of a noisy machine hits both; the ratio is the median of the per-repeat ratios
-    sample_fn = lambda: next_scale.sample_tokens(cond, **kw)  # noqa: E731
+    ns_passes, nt_passes = [], []
+    sample_fn = lambda: next_scale.sample_tokens(cond, **kw, pass_seconds=ns_passes)  # noqa: E731
     forward_fn = lambda: model(torch.cat((x, x)), pooled2, tokens2, mask2)  # noqa: E731
     sample_fn(), forward_fn()  # warm-up
+    ns_passes.clear()
     pairs = [(_seconds(sample_fn), _seconds(forward_fn)) for _ in range(repeats)]
+    K = len(model.scales)
+    pass_ms = 1000 * np.median(np.array(ns_passes).reshape(repeats, K), axis=0)
+    n_tokens = np.diff(model.begins)
+    slope, intercept = np.polyfit(n_tokens, pass_ms, 1)
+    out.update(next_scale_pass_tokens=[int(n) for n in n_tokens], next_scale_pass_ms=[float(v) for v in pass_ms],
+               pass_fixed_ms=float(intercept), pass_ms_per_token=float(slope))
     out["next_scale_s"] = float(np.median([a for a, _ in pairs]))
     out["teacher_forced_s"] = float(np.median([b for _, b in pairs]))
     out["sampling_over_forward"] = float(np.median([a / b for a, b in pairs]))
     if next_token is not None:
         nt_cond = next_token.condition(text=prompt)
         out["next_token_tokens"] = next_token.transformer.seq_len
-        out["next_token_s"] = _median_seconds(lambda: next_token.sample_tokens(nt_cond, **kw), max(1, repeats // 2))
+        nt_repeats = max(1, repeats // 2)
+        out["next_token_s"] = _median_seconds(lambda: next_token.sample_tokens(nt_cond, **kw, pass_seconds=nt_passes),
+                                              nt_repeats)
+        timed = nt_passes[-nt_repeats * next_token.transformer.seq_len:]  # not the warm-up's
+        out["next_token_pass_ms"] = float(1000 * np.median(timed))
         out["speedup"] = out["next_token_s"] / out["next_scale_s"]
     runs = []
     for i in range(repeats + 1):

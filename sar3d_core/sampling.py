@@ -28,6 +28,8 @@ the most likely tokens until their probability reaches ``top_p`` (the most likel
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .config import NUM_PLANES, SAR3DConfig
@@ -108,9 +110,11 @@ def sampling_kwargs(cfg: SAR3DConfig) -> dict:
 
 
 def _autoregress(model: SAR3DTransformer, cond_pooled, cond_tokens, cond_mask, scales_s: list[float],
-                 next_input, top_k: int, top_p: float, seed: int, return_logits: bool):
+                 next_input, top_k: int, top_p: float, seed: int, return_logits: bool, pass_seconds=None):
     """The loop both samplers share: ``len(scales_s)`` cached passes; ``next_input(step, idx_Bl)``
-    gives the inputs ``(B, l, C)`` of the next pass. Returns ``(idx_BL, logits_BLV or None)``."""
+    gives the inputs ``(B, l, C)`` of the next pass. Returns ``(idx_BL, logits_BLV or None)``.
+    A list ``pass_seconds`` receives the wall time of each pass (blocks, guidance, draw and the
+    next pass's input), for ``sar3d bench sampling``."""
     model._check_condition(cond_pooled, cond_tokens, cond_mask)
     B, T = cond_tokens.shape[:2]
     guided = any(s != 1.0 for s in scales_s)
@@ -125,6 +129,7 @@ def _autoregress(model: SAR3DTransformer, cond_pooled, cond_tokens, cond_mask, s
     x_BlC = cond_pooled.new_zeros(B, 0, model.latent_channels)  # the first pass: start tokens only
     idx_parts, logit_parts = [], []
     for step, s in enumerate(scales_s):
+        t0 = time.perf_counter()
         h_BlW = model.embed_inputs(torch.cat((x_BlC, x_BlC)) if guided else x_BlC, cond_BW, cache.length)
         logits_BlV = model.run_blocks(h_BlW, cond_BW, cond_tokens, cond_mask, cache).float()
         if guided:
@@ -135,6 +140,8 @@ def _autoregress(model: SAR3DTransformer, cond_pooled, cond_tokens, cond_mask, s
             logit_parts.append(logits_BlV)
         if step + 1 < len(scales_s):
             x_BlC = next_input(step, idx_Bl)
+        if pass_seconds is not None:
+            pass_seconds.append(time.perf_counter() - t0)
     return torch.cat(idx_parts, dim=1), (torch.cat(logit_parts, dim=1) if return_logits else None)
 
 
@@ -149,7 +156,8 @@ def _prepare(model: SAR3DTransformer, quantizer, next_token: bool, cfg, cfg_sche
 @torch.no_grad()
 def sample_next_scale(model: SAR3DTransformer, quantizer, cond_pooled: torch.Tensor, cond_tokens: torch.Tensor,
                       cond_mask: torch.Tensor | None = None, *, cfg: float = 4.0, cfg_schedule: str = "linear",
-                      top_k: int = 10, top_p: float = 0.5, seed: int = 0, return_logits: bool = False):
+                      top_k: int = 10, top_p: float = 0.5, seed: int = 0, return_logits: bool = False,
+                      pass_seconds: list | None = None):
     """K passes, one per scale -> token maps ``[(B, 3, h_k, w_k)]`` for ``SAR3DVQVAE.decode_tokens``
     (and the guided logits ``(B, L, V)`` the tokens were drawn from, with ``return_logits``)."""
     _prepare(model, quantizer, False, cfg, cfg_schedule, top_k, top_p)
@@ -164,7 +172,7 @@ def sample_next_scale(model: SAR3DTransformer, quantizer, cond_pooled: torch.Ten
 
     scales_s = guidance_scales(len(model.scales), cfg, cfg_schedule)
     idx_BL, logits = _autoregress(model, cond_pooled, cond_tokens, cond_mask, scales_s, next_input,
-                                  top_k, top_p, seed, return_logits)
+                                  top_k, top_p, seed, return_logits, pass_seconds)
     tokens = sequence_to_tokens(idx_BL, model.scales)
     return (tokens, logits) if return_logits else tokens
 
@@ -172,12 +180,14 @@ def sample_next_scale(model: SAR3DTransformer, quantizer, cond_pooled: torch.Ten
 @torch.no_grad()
 def sample_next_token(model: SAR3DTransformer, quantizer, cond_pooled: torch.Tensor, cond_tokens: torch.Tensor,
                       cond_mask: torch.Tensor | None = None, *, cfg: float = 4.0, cfg_schedule: str = "linear",
-                      top_k: int = 10, top_p: float = 0.5, seed: int = 0, return_logits: bool = False):
+                      top_k: int = 10, top_p: float = 0.5, seed: int = 0, return_logits: bool = False,
+                      pass_seconds: list | None = None):
     """The next-token baseline: ``L = 3 h w`` passes of one token -> ``[(B, 3, h, w)]`` (one
     scale at the latent resolution, raster order per plane)."""
     _prepare(model, quantizer, True, cfg, cfg_schedule, top_k, top_p)
     scales_s = guidance_scales(model.seq_len, cfg, cfg_schedule)
     idx_BL, logits = _autoregress(model, cond_pooled, cond_tokens, cond_mask, scales_s,
-                                  lambda i, idx_B1: quantizer.codebook(idx_B1), top_k, top_p, seed, return_logits)
+                                  lambda i, idx_B1: quantizer.codebook(idx_B1), top_k, top_p, seed, return_logits,
+                                  pass_seconds)
     tokens = sequence_to_tokens(idx_BL, model.scales)
     return (tokens, logits) if return_logits else tokens

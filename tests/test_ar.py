@@ -1,5 +1,6 @@
 """AR training on token files, generator checkpoints, generation and its CLI (paper Sec. 4.2)."""
 import json
+import math
 
 import pytest
 import torch
@@ -208,6 +209,10 @@ def test_evaluation_and_benchmark_name_what_they_measured(setup, tmp_path):
     assert b["next_scale_passes"] == 3 and b["next_token_tokens"] == 48
     assert b["speedup"] > 0 and b["teacher_forced_s"] > 0 and b["end_to_end_s"] > 0
     assert set(b["end_to_end_stages_s"]) == {"condition", "sample", "decode", "mesh"}
+    # one timing per pass, their tokens the sequence, and together within the one timed sample
+    assert len(b["next_scale_pass_ms"]) == 3 and sum(b["next_scale_pass_tokens"]) == text.transformer.seq_len
+    assert sum(b["next_scale_pass_ms"]) <= 1000 * b["next_scale_s"] and b["next_token_pass_ms"] > 0
+    assert math.isfinite(b["pass_fixed_ms"]) and math.isfinite(b["pass_ms_per_token"])
 
 
 def test_generate_and_bench_commands_on_the_shipped_generators(tmp_path, capsys):

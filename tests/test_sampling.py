@@ -176,6 +176,19 @@ def test_same_seed_same_tokens_different_seed_different_tokens():
     assert torch.equal(d[0], e[0]) and not torch.equal(d[0], f[0])
 
 
+def test_pass_timings_one_per_pass_and_the_tokens_unchanged():
+    model, q = tiny_model(), tiny_quantizer()
+    pooled, cond_tokens, mask = condition(2)
+    seconds = []
+    a = sample_next_scale(model, q, pooled, cond_tokens, mask, seed=3, pass_seconds=seconds)
+    b = sample_next_scale(model, q, pooled, cond_tokens, mask, seed=3)
+    assert len(seconds) == len(model.scales) and all(s > 0 for s in seconds)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    gpt, seconds = tiny_model(next_token=True), []
+    sample_next_token(gpt, q, pooled, cond_tokens, mask, seed=3, pass_seconds=seconds)
+    assert len(seconds) == gpt.seq_len
+
+
 def test_samplers_refuse_the_wrong_model_and_read_the_config():
     q = tiny_quantizer()
     with pytest.raises(ValueError, match="sample_next_token"):

@@ -37,3 +37,17 @@ def test_evaluate_vqvae_summary_and_colour_statistics():
     pred_all = np.array([r["colour_pred"] for r in rows])
     assert abs(s["colour_mae"] - np.abs(true_all - pred_all).mean()) < 1e-9
     assert "correlation R/G/B" in format_summary(s)
+
+
+def test_without_prefixes_only_the_full_schedule_is_rendered_and_the_numbers_agree():
+    torch.manual_seed(0)
+    cfg = small_config()
+    model = SAR3DVQVAE(cfg)
+    full = evaluate_vqvae(model, SAMPLES, limit=2, chamfer=False, progress=False)["summary"]
+    quick = evaluate_vqvae(model, SAMPLES, limit=2, chamfer=False, progress=False, prefixes=False)["summary"]
+    K = len(cfg.scales)
+    assert [k for k in quick if k.startswith("psnr_scale_")] == [f"psnr_scale_{K}"]
+    assert len([k for k in full if k.startswith("psnr_scale_")]) == K
+    for k in ("psnr", "mask_iou", f"psnr_scale_{K}", "colour_mae"):
+        assert abs(quick[k] - full[k]) < 1e-6, k
+    assert f"1..{K}:" in format_summary(quick) and "1..1:" not in format_summary(quick)
