@@ -213,7 +213,7 @@ def benchmark_sampling(next_scale: Generator, next_token: Generator | None = Non
     K = len(model.scales)
     pass_ms = 1000 * np.median(np.array(ns_passes).reshape(repeats, K), axis=0)
     n_tokens = np.diff(model.begins)
-    slope, intercept = np.polyfit(n_tokens, pass_ms, 1)
+    slope, intercept = np.polyfit(n_tokens, pass_ms, 1) if K > 1 else (float("nan"), float("nan"))  # a line needs 2 passes
     out.update(next_scale_pass_tokens=[int(n) for n in n_tokens], next_scale_pass_ms=[float(v) for v in pass_ms],
                pass_fixed_ms=float(intercept), pass_ms_per_token=float(slope))
     out["next_scale_s"] = float(np.median([a for a, _ in pairs]))
