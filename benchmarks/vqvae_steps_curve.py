@@ -17,19 +17,8 @@ from pathlib import Path
 
 import torch
 
-from sar3d_core.config import SAR3DConfig
-from sar3d_core.training import load_checkpoint
-from sar3d_core.vqvae import SAR3DVQVAE
 from sar3d_core.vqvae_eval import evaluate_vqvae
-from sar3d_core.vqvae_train import ObjectiveSettings, VQVAEObjective
-
-
-def load_run_checkpoint(run: Path, folder: Path) -> tuple[SAR3DVQVAE, int]:
-    """The VQVAE of one checkpoint folder of the training run ``run`` and its step."""
-    meta = json.loads((run / "objective.json").read_text())
-    model = SAR3DVQVAE(SAR3DConfig.from_dict(meta["model_config"]))
-    state = load_checkpoint(folder, VQVAEObjective(model, ObjectiveSettings(**meta["objective"])))
-    return model, int(state["step"])
+from sar3d_core.vqvae_train import load_run_checkpoint
 
 
 def main() -> None:
@@ -45,7 +34,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for folder in args.checkpoints:
-        model, step = load_run_checkpoint(args.run, folder)
+        model, state = load_run_checkpoint(args.run, folder)
+        step = int(state["step"])
         s = evaluate_vqvae(model, args.data, args.limit, chamfer=False, prefixes=False)["summary"]
         rows.append({"step": step, "psnr": s["psnr"], "psnr_novel": s["psnr_novel"], "mask_iou": s["mask_iou"],
                      "codebook_usage": s["codebook_usage"], "colour_mae": s["colour_mae"]})

@@ -357,13 +357,18 @@ def load_default() -> SAR3DVQVAE:
     return SAR3DVQVAE.from_pretrained(DEFAULT_CHECKPOINT).eval()
 
 
-def export_checkpoint(run_dir, export) -> Path:
-    """Write the VQVAE of a training run's latest checkpoint as a ``save_pretrained`` folder."""
-    folder = find_checkpoint(run_dir)
+def load_run_checkpoint(run_dir, folder=None) -> tuple[SAR3DVQVAE, dict]:
+    """The VQVAE of a training run's checkpoint ``folder`` (default: its latest) and that
+    checkpoint's ``state.json``; the run's ``objective.json`` says how to build it."""
+    folder = folder or find_checkpoint(run_dir)
     if folder is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint: train first")
     meta = json.loads((Path(run_dir) / "objective.json").read_text())
     model = SAR3DVQVAE(SAR3DConfig.from_dict(meta["model_config"]))
-    objective = VQVAEObjective(model, ObjectiveSettings(**meta["objective"]))
-    load_checkpoint(folder, objective)
-    return model.save_pretrained(export)
+    state = load_checkpoint(folder, VQVAEObjective(model, ObjectiveSettings(**meta["objective"])))
+    return model, state
+
+
+def export_checkpoint(run_dir, export) -> Path:
+    """Write the VQVAE of a training run's latest checkpoint as a ``save_pretrained`` folder."""
+    return load_run_checkpoint(run_dir)[0].save_pretrained(export)
