@@ -38,7 +38,7 @@ def synthetic_batch(cfg: SAR3DConfig, B: int, device, seeds: bool = False) -> di
     mask = (torch.rand(B, 12, 1, H, H, generator=g) > 0.5).float()
     pl = torch.stack([plucker_embedding(c[b, :6], H, H) for b in range(B)])  # (B, 6, 6, H, W)
     x = torch.cat([rgb[:, :6], depth[:, :6], pl.to(rgb.dtype)], 2)
-    batch = {"encoder_input": x, "target_rgb": rgb, "target_depth": depth, "target_mask": mask, "target_c": c,
+    batch = {"encoder_input": x, "input_c": c[:, :6].contiguous(), "target_rgb": rgb, "target_depth": depth, "target_mask": mask, "target_c": c,
              "seed": torch.arange(B) if seeds else torch.full((B,), -1)}  # seeds: the 3D aids run
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -119,15 +119,16 @@ def paper_preset(result: dict, batch_size: int = 4) -> None:
     info["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
     model.eval()
     with torch.no_grad():
-        x = synthetic_batch(cfg, 16, "cuda")["encoder_input"]
-        model.encode(x)
+        sb = synthetic_batch(cfg, 16, "cuda")
+        x, xc = sb["encoder_input"], sb["input_c"]
+        model.encode(x, xc)
         sync()
         t0 = time.perf_counter()
         for _ in range(5):
-            model.encode(x)
+            model.encode(x, xc)
         sync()
         info["encode_objects_per_second"] = round(16 * 5 / (time.perf_counter() - t0), 1)
-        planes = model.decode_fhat(model.encode(x[:1]).f_hat)
+        planes = model.decode_fhat(model.encode(x[:1], xc[:1]).f_hat)
         sync()
         t0 = time.perf_counter()
         model.render(planes, batch["target_c"][:1], 256, chunk=65536)

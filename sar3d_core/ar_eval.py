@@ -149,7 +149,7 @@ def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = Tru
     c = eval_cameras()[None]
     clouds, views = [], []
     for i in tqdm(range(len(records)), desc="reconstructing", disable=not progress, leave=False):
-        planes = vqvae.decode_fhat(vqvae.encode(ds[i]["encoder_input"][None]).f_hat)
+        planes = vqvae.decode_fhat(vqvae.encode(ds[i]["encoder_input"][None], ds[i]["input_c"][None]).f_hat)
         clouds += mesh_points(vqvae, planes, seed=i)
         if featnet is not None:
             views.append(vqvae.render(planes, c, 64, chunk=8192)["rgb"][0].clamp(0, 1))

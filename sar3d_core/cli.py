@@ -7,18 +7,64 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+UP_HELP = ("up axis of an OBJ/PLY/STL/OFF input: z (default, the world's up) or y; glTF/GLB files are +Y up "
+           "by their specification and always turned to +Z up")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error that says what is wrong and where the help is (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
+def _int_at_least(low: int):
+    """An argparse ``type``: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+    return parse
+
+
+def _float_in(low: float, high: float = math.inf, *, low_open: bool = False):
+    """An argparse ``type``: a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ((value > low if low_open else value >= low) and value <= high and math.isfinite(value)):
+            wanted = (f"in {'(' if low_open else '['}{low:g}, {high:g}]" if high < math.inf
+                      else f"{'>' if low_open else '>='} {low:g}")
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number {wanted}")  # NaN fails every test
+        return value
+    return parse
+
+
+def _prompt(text: str) -> str:
+    """An argparse ``type``: a prompt with words in it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the prompt is empty: give words, e.g. 'a 3D model of a chair coloured red'")
+    return text
+
 
 
 def _cmd_render(args) -> None:
     from .data import load_views
     from .render import render_grid
 
-    mv = load_views(args.input, num_views=args.views, size=args.size)
+    mv = load_views(args.input, num_views=args.views, size=args.size, up=args.up)
     render_grid(mv, args.out, with_depth=args.depth)
     print(f"wrote {args.out}: {mv.num_views} views of {args.size} px from {args.input}"
           + (f" ({mv.caption})" if mv.caption else ""))
@@ -37,7 +83,7 @@ def _cmd_data_check(args) -> None:
     from .views import multiview_consistency
 
     size = args.size or (None if Path(args.input).is_dir() else 128)  # folders: as stored
-    mv = load_views(args.input, num_views=args.views, size=size)
+    mv = load_views(args.input, num_views=args.views, size=size, up=args.up)
     stats = multiview_consistency(mv, tol_px=args.tol_px)
     print(f"{args.input}: {mv.num_views} views at {mv.size[0]} px, {stats['num_points']} back-projected points; "
           f"inside the other views' masks ({args.tol_px} px): {stats['inside_mask']:.2%}; "
@@ -57,7 +103,7 @@ def _cmd_encode(args) -> None:
     from .tokens import encode_multiview, save_tokens
 
     model, ckpt = _load_vqvae(args.checkpoint)
-    mv = load_views(args.input, num_views=model.cfg.num_input_views, size=model.cfg.image_size)
+    mv = load_views(args.input, num_views=model.cfg.num_input_views, size=model.cfg.image_size, up=args.up)
     seq = tokens_to_sequence(encode_multiview(model, mv))
     seed = int(args.input[5:]) if args.input.startswith("proc:") else -1
     save_tokens(args.out, seq, model.cfg, [args.input], [mv.caption or ""], [seed], ckpt, model.fingerprint())
@@ -71,12 +117,13 @@ def _cmd_decode(args) -> None:
     from .cameras import orbit_cameras
     from .tokens import decode_views, load_tokens, tokens_of
 
+    load_tokens(args.tokens)  # a missing or corrupt file fails here, before the model loads
     model, _ = _load_vqvae(args.checkpoint)
     loaded = load_tokens(args.tokens, model.cfg, model.fingerprint())
     if not 0 <= args.index < len(loaded["seed"]):
         raise ValueError(f"--index {args.index} is out of range: {args.tokens} holds {len(loaded['seed'])} object(s)")
     K = len(loaded["schedule"])
-    scales = args.scales or K
+    scales = K if args.scales is None else args.scales
     if not 1 <= scales <= K:
         raise ValueError(f"--scales {args.scales} must be between 1 and {K}")
     if args.views < 1:
@@ -246,7 +293,7 @@ def _cmd_train_vqvae(args) -> None:
     from .config import SAR3DConfig
     from .data import build_dataset, default_cache_dir
     from .training import TrainConfig
-    from .vqvae_train import ObjectiveSettings, train_vqvae
+    from .vqvae_train import objective_preset, train_vqvae
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -259,7 +306,9 @@ def _cmd_train_vqvae(args) -> None:
                              '\'{"triplane": {"colour_channels": 8}}\'')
         if not isinstance(extra, dict):
             raise ValueError(f"--extra must be a JSON dict of component settings, got {type(extra).__name__}")
-        cfg.extra = {**cfg.extra, **extra}
+        # merged one level deep: '{"encoder": {"lift_resolution": 0}}' changes that one option of the preset
+        cfg.extra = {k: ({**cfg.extra.get(k, {}), **v} if isinstance(v, dict) else v)
+                     for k, v in {**cfg.extra, **extra}.items()}
     if args.single_scale:
         from .vqvae_train import single_scale_config
 
@@ -268,10 +317,10 @@ def _cmd_train_vqvae(args) -> None:
     if not args.data and not (data / "index.json").is_file():
         print(f"building the training set: {args.objects} procedural objects at {cfg.image_size} px in {data}")
         build_dataset(data, args.objects, size=cfg.image_size, split="train", workers=os.cpu_count() or 1)
-    settings = ObjectiveSettings(rays=args.rays, gan_start=args.gan_start,
-                                 occupancy_weight=0.0 if args.no_occupancy else ObjectiveSettings.occupancy_weight,
-                                 colour_weight=(ObjectiveSettings.colour_weight if args.colour_weight is None
-                                                else args.colour_weight))
+    given = {"rays": args.rays, "gan_start": args.gan_start, "colour_weight": args.colour_weight,
+             "readout_weight": args.readout_weight, "object_ray_share": args.object_ray_share,
+             "occupancy_weight": 0.0 if args.no_occupancy else None}
+    settings = objective_preset(args.preset, **{k: v for k, v in given.items() if v is not None})
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device)
     train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init)
@@ -289,14 +338,17 @@ def _cmd_train_ar(args) -> None:
     from .training import TrainConfig
     from .transformer import TransformerSettings
 
+    from .tokens import load_tokens
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    written_by = load_tokens(args.tokens)["checkpoint"]  # a missing or corrupt file fails here, before any model
+    if not Path(args.data).exists():
+        raise FileNotFoundError(f"--data {args.data}: no such folder (the data set the tokens were made from)")
     vqvae_folder = args.vqvae
     if vqvae_folder is None:  # default: the VQVAE that wrote the token file, when it is here
         from .generate import find_vqvae
-        from .tokens import load_tokens
 
-        written_by = load_tokens(args.tokens)["checkpoint"]
         try:
             vqvae_folder = find_vqvae(written_by) if written_by else None
         except FileNotFoundError:
@@ -320,14 +372,24 @@ def _cmd_generate(args) -> None:
 
     from .cameras import orbit_cameras
     from .generate import DEFAULT_IMAGE, DEFAULT_TEXT, Generator
+    from .render import save_mesh
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if (args.text is None) == (args.image is None):
         raise ValueError("give --text PROMPT or --image FILE (one of the two)")
     ckpt = args.checkpoint or (DEFAULT_TEXT if args.text is not None else DEFAULT_IMAGE)
-    if args.image is not None and not Path(args.image).is_file():
-        raise FileNotFoundError(f"{args.image}: no such image")
+    if args.image is not None:
+        if not Path(args.image).is_file():
+            raise FileNotFoundError(f"{args.image}: no such image")
+        from PIL import Image
+
+        try:  # before the models load
+            with Image.open(args.image) as im:
+                im.verify()
+        except Exception as err:  # PIL raises many kinds on a damaged file
+            raise ValueError(f"--image {args.image} is not a readable PNG/JPEG image "
+                             f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     out = Path(args.out)
     if out.suffix.lower() not in (".glb", ".obj", ".ply"):
         raise ValueError(f"--out {out}: write a mesh file (.glb, .obj or .ply)")
@@ -339,8 +401,7 @@ def _cmd_generate(args) -> None:
     mesh = res.meshes[0]
     if mesh is None:
         raise ValueError("the sampled object has no surface (try another --seed or a larger --cfg)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mesh.export(out)
+    save_mesh(mesh, out)  # .glb: stored +Y up, as glTF says (render.load_mesh reads it back +Z up)
     print(f"wrote {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces; generator {res.model}, "
           f"condition encoder {gen.encoder.name}")
     if args.views:
@@ -388,56 +449,59 @@ def _cmd_bench_sampling(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sar3d", description="SAR3D step by step: data, models and tutorials.")
+    parser = _Parser(prog="sar3d", description="SAR3D step by step: data, models and tutorials.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("render", help="render an object to a grid of views")
     p.add_argument("input", help="proc:<seed>, a mesh file, a chunk folder or a G-Objaverse object folder")
     p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--views", type=int, default=6, help="number of views (default 6)")
-    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    p.add_argument("--views", type=_int_at_least(1), default=6, help="number of views (default 6)")
+    p.add_argument("--size", type=_int_at_least(1), default=128, help="image size in pixels (default 128)")
     p.add_argument("--depth", action="store_true", help="add a row of depth maps")
+    p.add_argument("--up", choices=["z", "y"], default="z", help=UP_HELP)
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("data", help="data sets")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     b = data_sub.add_parser("build", help="render a procedural data set into a cache folder")
-    b.add_argument("--count", type=int, required=True, help="number of objects")
+    b.add_argument("--count", type=_int_at_least(1), required=True, help="number of objects (at least 1)")
     b.add_argument("--out", default=None, help="output folder (default: the cache folder)")
-    b.add_argument("--size", type=int, default=64, help="image size (default 64)")
+    b.add_argument("--size", type=_int_at_least(1), default=64, help="image size (default 64)")
     b.add_argument("--split", default="train", choices=["train", "val", "test"])
-    b.add_argument("--start", type=int, default=0, help="skip the first START objects of the split")
-    b.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    b.add_argument("--start", type=_int_at_least(0), default=0, help="skip the first START objects of the split")
+    b.add_argument("--workers", type=_int_at_least(1), default=os.cpu_count() or 1,
                    help="rendering processes, one torch thread each (default: one per CPU core)")
     b.set_defaults(func=_cmd_data_build)
 
     b = data_sub.add_parser("check", help="multi-view consistency of an object's depth, masks and cameras")
     b.add_argument("input", help="proc:<seed>, a chunk folder, a G-Objaverse object folder or a mesh file")
-    b.add_argument("--views", type=int, default=12, help="views to use (default 12, or all there are)")
-    b.add_argument("--size", type=int, default=None, help="resize to this size first (default: as stored)")
-    b.add_argument("--tol-px", type=int, default=2, help="mask tolerance in pixels (default 2)")
+    b.add_argument("--views", type=_int_at_least(1), default=12, help="views to use (default 12, or all there are)")
+    b.add_argument("--size", type=_int_at_least(1), default=None, help="resize to this size first (default: as stored)")
+    b.add_argument("--tol-px", type=_int_at_least(0), default=2, help="mask tolerance in pixels (default 2)")
+    b.add_argument("--up", choices=["z", "y"], default="z", help=UP_HELP)
     b.set_defaults(func=_cmd_data_check)
 
     b = data_sub.add_parser("tokenize", help="precompute the VQVAE tokens of a data set (the AR stage trains on them)")
     b.add_argument("data", help="a built data set folder, a chunk folder or a folder of chunks")
     b.add_argument("--out", required=True, help="output token file (.npz)")
     b.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
-    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--batch-size", type=_int_at_least(1), default=16)
     b.set_defaults(func=_cmd_data_tokenize)
 
     p = sub.add_parser("encode", help="encode one object to multi-scale tokens (.npz)")
     p.add_argument("input", help="proc:<seed>, a mesh file, a chunk folder or a G-Objaverse object folder")
     p.add_argument("--out", required=True, help="output token file (.npz)")
     p.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
+    p.add_argument("--up", choices=["z", "y"], default="z", help=UP_HELP)
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="decode a token file to a grid of rendered views")
     p.add_argument("tokens", help="a token file from `sar3d encode` or `sar3d data tokenize`")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--index", type=int, default=0, help="which object of the file (default 0)")
-    p.add_argument("--scales", type=int, default=None, help="decode only the first k scales (default all)")
-    p.add_argument("--views", type=int, default=6, help="orbit views (default 6)")
-    p.add_argument("--size", type=int, default=None, help="image size (default: the model's)")
+    p.add_argument("--scales", type=_int_at_least(1), default=None, help="decode only the first k scales (default all)")
+    p.add_argument("--views", type=_int_at_least(1), default=6, help="orbit views (default 6)")
+    p.add_argument("--size", type=_int_at_least(1), default=None, help="image size (default: the model's)")
     p.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
     p.set_defaults(func=_cmd_decode)
 
@@ -453,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("gen", help="GEN.npz holding `points` (N, P, 3): the generated shapes")
     e.add_argument("ref", help="REF.npz holding `points` (M, P, 3): the reference shapes")
     e.add_argument("--no-emd", action="store_true", help="Chamfer only (EMD costs about 0.15 s per pair at 1024 points)")
-    e.add_argument("--emd-points", type=int, default=1024,
+    e.add_argument("--emd-points", type=_int_at_least(1), default=1024,
                    help="EMD is exact up to this many points, else on a seeded random subset of them (default 1024)")
     e.add_argument("--normalize", default="bbox_unit_cube", choices=["bbox_unit_cube", "none"],
                    help="per-shape normalisation before the distances (default bbox_unit_cube)")
@@ -470,8 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--featnet", default=None, metavar="FOLDER",
                    help="a feature network checkpoint folder (default: the shipped data_samples/feature_net)")
     e.add_argument("--size", type=int, default=64, help="images are resized to this size first (default 64)")
-    e.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
-    e.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size, clipped to the sets (default 1000)")
+    e.add_argument("--kid-subsets", type=_int_at_least(1), default=100, help="KID subsets (default 100)")
+    e.add_argument("--kid-subset-size", type=_int_at_least(2), default=1000,
+                   help="KID subset size, at least 2, clipped to the sets (default 1000)")
     e.add_argument("--seed", type=int, default=0, help="seed of the KID subsets (default 0)")
     e.add_argument("--json", default=None, metavar="OUT", help="also write the raw metrics to this JSON file")
     e.set_defaults(func=_cmd_eval_images)
@@ -483,13 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(same options; an option left out takes that module's default).")
     # the options of sar3d_core.features.main (tests/test_eval_cli.py checks they match)
     t.add_argument("--out", help="checkpoint folder (default: the shipped data_samples/feature_net)")
-    t.add_argument("--objects", type=int, help="train- and val-split objects to render")
-    t.add_argument("--views", type=int, help="random views per object")
-    t.add_argument("--epochs", type=int, help="training epochs")
+    t.add_argument("--objects", type=_int_at_least(1), help="train- and val-split objects to render")
+    t.add_argument("--views", type=_int_at_least(1), help="random views per object")
+    t.add_argument("--epochs", type=_int_at_least(1), help="training epochs")
     t.add_argument("--seed", type=int, help="seed of the renders, the initialisation and the batches")
-    t.add_argument("--eval-count", type=int, help="test-split objects for the held-out accuracy")
-    t.add_argument("--threads", type=int, help="torch CPU threads (the SDF renderer is fastest on one thread "
-                                               "on a busy 2-core machine)")
+    t.add_argument("--eval-count", type=_int_at_least(1), help="test-split objects for the held-out accuracy")
+    t.add_argument("--threads", type=_int_at_least(1),
+                   help="torch CPU threads (the SDF renderer is fastest on one thread on a busy 2-core machine)")
     t.set_defaults(func=_cmd_train_featnet)
 
     t = train_sub.add_parser("vqvae", help="the multi-scale 3D VQVAE (Sec. 4.1, Eq. 8)",
@@ -506,10 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gan-start", type=int, default=1200, help="step from which the PatchGAN term is on")
     t.add_argument("--no-occupancy", action="store_true", help="turn off the exact-occupancy 3D training aid")
     t.add_argument("--colour-weight", type=float, default=None,
-                   help="weight of the exact-colour 3D training aid (0 turns it off; default: ObjectiveSettings)")
+                   help="weight of the exact-colour 3D training aid (0 turns it off; default: the preset's)")
+    t.add_argument("--readout-weight", type=float, default=None,
+                   help="weight of the colour readout of the quantized latent (0 turns it off; default: the preset's)")
+    t.add_argument("--object-ray-share", type=float, default=None,
+                   help="share of the random rays drawn on and near the object (default: the preset's)")
     t.add_argument("--extra", default=None,
-                   help='component settings as JSON, merged into the config\'s extra, e.g. '
-                        '\'{"triplane": {"colour_channels": 8, "colour_latent_channels": 4}}\'')
+                   help='component settings as JSON, merged into the preset\'s extra option by option, e.g. '
+                        '\'{"encoder": {"lift_resolution": 0}}\' (for ablations; the presets need none)')
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/vqvae_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
     t.add_argument("--ckpt-every", type=int, default=200)
@@ -533,50 +602,53 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder", default="tiny", choices=["tiny", "hub", "auto"],
                    help="condition encoder: the shipped tiny CLIP (default), the hub CLIP/DINOv2, or auto")
     t.add_argument("--next-token", action="store_true", help="the next-token baseline (single-scale tokens)")
-    t.add_argument("--depth", type=int, default=None, help="blocks (default: the VQVAE preset's)")
-    t.add_argument("--width", type=int, default=None, help="model width (default: the VQVAE preset's)")
-    t.add_argument("--heads", type=int, default=None, help="attention heads (default: the preset's)")
-    t.add_argument("--steps", type=int, default=3000)
-    t.add_argument("--batch-size", type=int, default=32, help="sequences per step and process")
-    t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--depth", type=_int_at_least(1), default=None, help="blocks (default: the VQVAE preset's)")
+    t.add_argument("--width", type=_int_at_least(1), default=None, help="model width (default: the VQVAE preset's)")
+    t.add_argument("--heads", type=_int_at_least(1), default=None, help="attention heads (default: the preset's)")
+    t.add_argument("--steps", type=_int_at_least(1), default=3000)
+    t.add_argument("--batch-size", type=_int_at_least(1), default=32, help="sequences per step and process")
+    t.add_argument("--lr", type=_float_in(0, low_open=True), default=5e-4)
+    t.add_argument("--weight-decay", type=_float_in(0), default=0.05)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/ar_text_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
-    t.add_argument("--ckpt-every", type=int, default=500)
+    t.add_argument("--ckpt-every", type=_int_at_least(1), default=500)
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("--export", default=None, help="write the trained generator here")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     t.set_defaults(func=_cmd_train_ar)
 
     p = sub.add_parser("generate", help="text- or image-to-3D with a trained generator (Sec. 4.2)")
-    p.add_argument("--text", default=None, help="a prompt, e.g. 'a 3D model of a chair coloured red'")
+    p.add_argument("--text", type=_prompt, default=None, help="a prompt, e.g. 'a 3D model of a chair coloured red'")
     p.add_argument("--image", default=None, help="a condition image (PNG/JPG, any size, alpha on white)")
     p.add_argument("--out", required=True, help="mesh file to write (.glb, .obj or .ply)")
     p.add_argument("--views", default=None, help="also write a PNG strip of 8 views around the object")
     p.add_argument("--checkpoint", default=None, help="generator folder (default: the shipped tiny text/image one)")
     p.add_argument("--vqvae", default=None, help="its VQVAE folder (default: the shipped one)")
-    p.add_argument("--cfg", type=float, default=4.0, help="guidance scale (default 4, the paper's)")
+    p.add_argument("--cfg", type=_float_in(0), default=4.0, help="guidance scale, >= 0 (default 4, the paper's)")
     p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--top-p", type=float, default=0.5)
+    p.add_argument("--top-k", type=_int_at_least(0), default=10,
+                   help="sample among the k most likely codes (default 10; 0 switches top-k off)")
+    p.add_argument("--top-p", type=_float_in(0, 1, low_open=True), default=0.5,
+                   help="nucleus sampling mass, in (0, 1] (default 0.5; 1 switches top-p off)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mesh-resolution", type=int, default=48)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--mesh-resolution", type=_int_at_least(2), default=48,
+                   help="marching-cubes grid points per side (at least 2; default 48)")
+    p.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = p.add_subparsers(dest="bench_command", required=True)
     b = bench_sub.add_parser("sampling", help="next-scale vs next-token sampling, compute floor, text -> mesh time")
-    b.add_argument("--prompt", default="a 3D model of a chair coloured red")
+    b.add_argument("--prompt", type=_prompt, default="a 3D model of a chair coloured red")
     b.add_argument("--checkpoint", default=None, help="next-scale text generator (default: the shipped one)")
     b.add_argument("--vqvae", default=None, help="its VQVAE (default: the shipped one)")
     b.add_argument("--next-token-checkpoint", default=None, help="next-token baseline (default: the shipped one)")
     b.add_argument("--next-token-vqvae", default=None, help="its single-scale VQVAE (default: the shipped one)")
     b.add_argument("--no-next-token", action="store_true", help="skip the baseline")
-    b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--cfg", type=float, default=4.0)
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.add_argument("--repeats", type=_int_at_least(1), default=5)
+    b.add_argument("--cfg", type=_float_in(0), default=4.0, help="guidance scale, >= 0 (default 4)")
+    b.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     b.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     b.set_defaults(func=_cmd_bench_sampling)
     return parser
@@ -584,12 +656,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # a bad argument (one line on stderr, status 2) or --help (status 0)
+        return int(exit_.code or 0)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, OSError, KeyError) as err:  # OSError: FileNotFoundError, a folder given as a file, ...
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"sar3d {args.command}: error: {msg}", file=sys.stderr)
+        print(f"sar3d {args.command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -6,7 +6,12 @@ Every model in the project reads one `SAR3DConfig`. Two presets exist:
   triplane of ``3 x 8 x 16 x 16``, K = 10 scales ``1,2,3,4,5,6,8,10,13,16``, one
   shared codebook of V = 16384 entries, an AR transformer of depth 24 (image) or 16
   (text) and width ``64 x depth``, CFG scale 4, top-k 10, top-p 0.5.
-* ``tiny``: sized for a 2-core CPU, trained in this repository and shipped.
+* ``tiny``: sized for a 2-core CPU, trained in this repository and shipped. Beyond the
+  sizes, it switches on the component options of ``TINY_EXTRA`` (``cfg.extra``): the
+  colour stream of the encoder and decoder, geometric lifting of the input pixels into the
+  planes (``encoder``), and l2-normalised code vectors (``quantizer``). A checkpoint's
+  ``config.json`` spells its options out, so checkpoints saved before an option existed
+  still load as they were trained.
 
 The token arithmetic is shared by every tutorial: a schedule ``(s_1, ..., s_K)`` of
 square scales gives ``3 * s_k^2`` tokens at scale k (three planes); the captioner of
@@ -62,6 +67,14 @@ def truncated_tokens(schedule, keep: int | None = None, planes: int = NUM_PLANES
     return kept, kept / sum(per_scale)
 
 
+# the component options of the tiny preset (encoder.EncoderSettings, triplane.TriplaneSettings, quantizer)
+TINY_EXTRA = {
+    "encoder": {"colour_latent_channels": 4, "lift_resolution": 32},
+    "triplane": {"colour_channels": 8, "colour_latent_channels": 4, "colour_skip": True},
+    "quantizer": {"l2_codes": True},
+}
+
+
 @dataclass
 class SAR3DConfig:
     """All sizes of the pipeline. Use `SAR3DConfig.paper()` or `SAR3DConfig.tiny()`."""
@@ -98,7 +111,7 @@ class SAR3DConfig:
 
     @classmethod
     def tiny(cls) -> "SAR3DConfig":
-        return cls()
+        return cls(extra=json.loads(json.dumps(TINY_EXTRA)))  # a deep copy: callers may edit cfg.extra
 
     @classmethod
     def preset(cls, name: str) -> "SAR3DConfig":

@@ -357,24 +357,30 @@ def read_gobjaverse(folder, views=None, size: int | None = None) -> MultiView:
 
 
 # ---------------------------------------------------------------- meshes and dispatch
-def read_mesh_views(path, c, height: int, width: int, *, supersample: int = 1) -> MultiView:
-    """Load a mesh file, fit it into the object box ``[-0.45, 0.45]^3`` and ray-cast it from ``c (V, 25)``."""
+def read_mesh_views(path, c, height: int, width: int, *, supersample: int = 1, up: str = "z") -> MultiView:
+    """Load a mesh file (``up``: the up axis of OBJ/PLY/STL/OFF; glTF is +Y up, see ``render.load_mesh``),
+    fit it into the object box ``[-0.45, 0.45]^3`` and ray-cast it from ``c (V, 25)``."""
     from .render import load_mesh, normalize_mesh, render_mesh  # lazy: render imports trimesh
 
-    mesh = normalize_mesh(load_mesh(path))
+    mesh = normalize_mesh(load_mesh(path, up=up))
     return render_mesh(mesh, c, height, width, supersample=supersample, source=str(path))
 
 
-def load_views(spec: str, num_views: int = 12, size: int = 64) -> MultiView:
+def load_views(spec: str, num_views: int = 12, size: int = 64, up: str = "z") -> MultiView:
     """Views of ``spec``: ``proc:<seed>`` (a procedural object from ``chunk_cameras(seed)``),
     a chunk folder (holds c.npy), a G-Objaverse object folder or a mesh file. Procedural
     objects and meshes get the first ``num_views`` (1-12) chunk-layout cameras; folders give
-    their first ``num_views`` views."""
-    from .render import MESH_EXTENSIONS, render_sdf
+    their first ``num_views`` views. ``up``: the up axis of an OBJ/PLY/STL/OFF file (``"z"``
+    or ``"y"``; glTF/GLB are +Y up by their specification); other inputs are +Z up already."""
+    from .render import MESH_EXTENSIONS, UP_AXES, render_sdf
 
     spec = str(spec)
     if num_views < 1:
         raise ValueError(f"num_views={num_views} must be at least 1")
+    if up not in UP_AXES:
+        raise ValueError(f"up={up!r}: the up axis of a mesh file is one of {', '.join(UP_AXES)}")
+    if up != "z" and (spec.startswith("proc:") or Path(spec).suffix.lower() not in MESH_EXTENSIONS):
+        raise ValueError(f"up={up!r} applies to mesh files only: {spec} is in the +Z-up world frame already")
     kinds = "proc:<seed>, a mesh file, a chunk folder or a G-Objaverse object folder"
     if spec.startswith("proc:"):
         try:
@@ -403,11 +409,26 @@ def load_views(spec: str, num_views: int = 12, size: int = 64) -> MultiView:
     if path.suffix.lower() in MESH_EXTENSIONS:
         if num_views > 12:
             raise ValueError(f"num_views={num_views}: a mesh is rendered from at most 12 chunk cameras")
-        return read_mesh_views(path, chunk_cameras()[:num_views], size, size, supersample=2)
+        return read_mesh_views(path, chunk_cameras()[:num_views], size, size, supersample=2, up=up)
     raise ValueError(f"{spec}: unsupported input (expected {kinds}; mesh extensions {', '.join(MESH_EXTENSIONS)})")
 
 
 # ---------------------------------------------------------------- procedural data set
+def read_index(path: Path) -> dict:
+    """A data set's ``index.json`` (see ``build_dataset``); ValueError, one line naming the file, when corrupt."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): rebuild the data set with `sar3d data build`, "
+                         "or delete the file") from None
+    objects = index.get("objects") if isinstance(index, dict) else None
+    if not isinstance(objects, list) or not all(isinstance(e, dict) and "folder" in e and "seed" in e
+                                                for e in objects):
+        raise ValueError(f"{path} is not a data set index (no list of objects with folder and seed): rebuild the "
+                         "data set with `sar3d data build`, or delete the file")
+    return index
+
+
 def _write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -448,9 +469,13 @@ def build_dataset(out=None, count: int = 100, size: int = 64, split: str = "trai
     from .world import objects_in_split
 
     out = Path(out).expanduser() if out is not None else default_cache_dir() / f"proc_{split}_{size}"
+    if count < 1:
+        raise ValueError(f"count={count}: a data set holds at least 1 object")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: give a folder for the data set")
     out.mkdir(parents=True, exist_ok=True)
     index_path = out / INDEX_NAME
-    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
+    index = read_index(index_path) if index_path.is_file() else {}
     if index and (index.get("size") != size or index.get("split") != split):
         raise ValueError(f"{out} holds a {index.get('split')} data set at {index.get('size')} px: "
                          f"use another folder for {split} at {size} px")
@@ -509,7 +534,7 @@ class MultiViewDataset(torch.utils.data.Dataset):
         paths = [Path(p) for p in source] if isinstance(source, (list, tuple)) else [Path(source)]
         for path in paths:
             if (path / INDEX_NAME).is_file():
-                index = json.loads((path / INDEX_NAME).read_text(encoding="utf-8"))
+                index = read_index(path / INDEX_NAME)
                 self.items += [("chunk", path / e["folder"], int(e["seed"])) for e in index["objects"]]
             elif (path / "c.npy").is_file():
                 self.items.append(("chunk", path, -1))
@@ -554,13 +579,25 @@ class MultiViewDataset(torch.utils.data.Dataset):
 
 
 # ---------------------------------------------------------------- shipped samples
+def sample_mug():
+    """The shipped mesh sample: a red mug with a white handle (trimesh primitives, vertex
+    colours), upright in the world frame: its axis along +z, the handle towards +x."""
+    import trimesh
+
+    body = trimesh.creation.cylinder(radius=0.25, height=0.6, sections=48)
+    handle = trimesh.creation.torus(major_radius=0.16, minor_radius=0.04, major_sections=32, minor_sections=12)
+    handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+    handle.apply_translation([0.27, 0.0, 0.0])
+    body.visual.vertex_colors = [200, 40, 40, 255]
+    handle.visual.vertex_colors = [240, 240, 240, 255]
+    return trimesh.util.concatenate([body, handle])
+
+
 def make_samples(out, count: int = 3, size: int = 64) -> list[Path]:
     """Write the small samples shipped in ``data_samples/``: the first ``count`` test-split
     objects as chunks (``chunks/<seed>/``) and a vertex-coloured mesh (``meshes/mug.glb``)
     built from trimesh primitives, so every reader has an input that needs no download."""
-    import trimesh
-
-    from .render import render_sdf
+    from .render import render_sdf, save_mesh
     from .world import objects_in_split
 
     out = Path(out)
@@ -569,14 +606,5 @@ def make_samples(out, count: int = 3, size: int = 64) -> list[Path]:
         mv = render_sdf(obj, chunk_cameras(obj.seed), size, size, supersample=2)
         written.append(write_chunk(replace(mv, caption=obj.caption), out / "chunks" / f"{obj.seed:06d}",
                                    ins=f"proc/test/{obj.seed}", overwrite=True))
-    body = trimesh.creation.cylinder(radius=0.25, height=0.6, sections=48)
-    handle = trimesh.creation.torus(major_radius=0.16, minor_radius=0.04, major_sections=32, minor_sections=12)
-    handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
-    handle.apply_translation([0.27, 0.0, 0.0])
-    body.visual.vertex_colors = [200, 40, 40, 255]
-    handle.visual.vertex_colors = [240, 240, 240, 255]
-    mug = trimesh.util.concatenate([body, handle])
-    (out / "meshes").mkdir(parents=True, exist_ok=True)
-    mug.export(out / "meshes" / "mug.glb")
-    written.append(out / "meshes" / "mug.glb")
+    written.append(save_mesh(sample_mug(), out / "meshes" / "mug.glb"))  # stored +Y up, as glTF says
     return written

@@ -18,6 +18,19 @@ small, CPU-friendly version of the same idea:
    the three planes ``(xy, xz, yz)`` of ``C`` channels each. Which image-space cell feeds
    which plane cell is learned, not hard-wired: the network learns the 2D -> triplane map.
 
+4. **Geometric lifting** (our addition, not in the paper; on in the ``tiny`` preset, off in
+   ``paper``, whose encoder is the paper's). The learned 2D -> triplane map above has to
+   discover *where* in 3D each pixel lies; at CPU budgets it learns that slowly and blurs.
+   But every input pixel comes with its planar depth and its camera, so its 3D point is
+   known exactly (``cameras.unproject_depth``). ``lift_to_planes`` back-projects every
+   object pixel of every input view and averages, per cell of each plane at
+   ``lift_resolution``, its RGB, its occupancy and its coordinate along the plane's normal
+   axis; a small conv stack brings these maps to the latent size and they are **added** to
+   the latent ``f``. The cameras are the input views' own ``input_c`` (never a fixed rig),
+   so the same code lifts real chunks and mesh renders. Which plane cell a point lands in
+   follows the triplane's own convention (``triplane.PLANE_AXES``, ``align_corners=False``),
+   so the lifted maps are aligned with the planes the decoder produces.
+
 Sizes: ``EncoderSettings`` (``tiny`` and ``paper`` presets), overridden by
 ``cfg.extra["encoder"]`` (a dict), like ``triplane.TriplaneSettings``.
 """
@@ -29,7 +42,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .cameras import unproject_depth
 from .config import NUM_PLANES, SAR3DConfig, component_settings
+from .shapes import OBJECT_BOX
+
+# (u, v) world axes of each plane and the axis along its normal, in plane order (xy, xz, yz);
+# the same (u, v) as triplane.PLANE_AXES
+LIFT_AXES = ((0, 1, 2), (0, 2, 1), (1, 2, 0))
+LIFT_FEATURES = 5  # mean RGB (3), occupancy (1), mean normal-axis coordinate (1)
 
 
 @dataclass
@@ -44,6 +64,9 @@ class EncoderSettings:
     # set it equal to the triplane's colour_latent_channels so the two streams line up
     colour_latent_channels: int = 0
     colour_widths: tuple = (16, 32, 32)  # base, max and fused widths of that colour encoder
+    # > 0: geometric lifting of the input pixels onto planes of this size (module doc, step 4); 0: off
+    lift_resolution: int = 0
+    lift_channels: int = 32  # width of the conv stack that brings the lifted maps to the latent size
 
     @classmethod
     def paper(cls) -> "EncoderSettings":
@@ -115,6 +138,9 @@ class MultiViewEncoder(nn.Module):
             latent_channels -= s.colour_latent_channels
         self.head = nn.Sequential(_norm(s.fused_channels), nn.SiLU(),
                                   nn.Conv2d(s.fused_channels, NUM_PLANES * latent_channels, 3, padding=1))
+        self.lift = None
+        if s.lift_resolution:
+            self.lift = LiftedPlanes(s.lift_resolution, self.latent_size, self.latent_channels, s.lift_channels)
 
     @classmethod
     def from_config(cls, cfg: SAR3DConfig, settings: EncoderSettings | None = None) -> "MultiViewEncoder":
@@ -140,13 +166,77 @@ class MultiViewEncoder(nn.Module):
             raise ValueError(f"encoder input views are {H}x{W} px, expected {self.image_size}x{self.image_size} "
                              f"(cfg.image_size); resize the views (data.resize_views)")
 
-    def forward(self, views_BVCHW: torch.Tensor) -> torch.Tensor:
+    def forward(self, views_BVCHW: torch.Tensor, input_c: torch.Tensor | None = None) -> torch.Tensor:
+        """``f = E(M~)``; ``input_c (B, V, 25)``, the input views' cameras, is needed (and only
+        used) when the encoder lifts pixels into the planes (``lift_resolution > 0``)."""
         self._check_input(views_BVCHW)
         B, V = views_BVCHW.shape[:2]
+        if self.lift is not None and input_c is None:
+            raise ValueError("this encoder lifts the input pixels into the planes with their cameras: pass input_c "
+                             "(B, V, 25), the input views' cameras (data.MultiViewDataset's 'input_c', MultiView.c)")
         x = self.trunk(views_BVCHW.flatten(0, 1))  # (B*V, c, h, w): one trunk for all views
         x = x.unflatten(0, (B, V)).flatten(1, 2)  # (B, V*c, h, w): views side by side in channels
         x = self.head(self.fuse(x))  # (B, 3*C, h, w)
         f = x.unflatten(1, (NUM_PLANES, -1))  # (B, 3, C, h, w)
         if self.colour is not None:  # the colour stream's latents: the last channels of each plane
             f = torch.cat([f, self.colour(views_BVCHW)], 2)
+        if self.lift is not None:
+            f = f + self.lift(views_BVCHW, input_c)
         return f
+
+
+def lift_to_planes(rgb_BV3HW: torch.Tensor, depth_BVHW: torch.Tensor, c_BV25: torch.Tensor, resolution: int,
+                   bound: float = OBJECT_BOX) -> torch.Tensor:
+    """Back-project the object pixels of posed views onto the three planes -> ``(B, 3, 5, R, R)``.
+
+    A pixel with planar depth ``z > 0`` lies at ``p = unproject_depth(z, c)``. On plane
+    ``(u, v)`` with normal axis ``n`` it falls in column ``floor((p_u + b) / 2b * R)`` and row
+    ``floor((p_v + b) / 2b * R)``. Per cell: the mean RGB of the pixels there, the occupancy
+    ``1 - exp(-count / 4)`` and the mean ``p_n / b``; empty cells hold zeros. Points outside
+    the box ``[-b, b]^3`` are left out.
+    """
+    if rgb_BV3HW.ndim != 5 or depth_BVHW.shape != rgb_BV3HW.shape[:2] + rgb_BV3HW.shape[3:]:
+        raise ValueError(f"rgb {tuple(rgb_BV3HW.shape)} and depth {tuple(depth_BVHW.shape)} must be "
+                         f"(B, V, 3, H, W) and (B, V, H, W)")
+    if c_BV25.shape != rgb_BV3HW.shape[:2] + (25,):
+        raise ValueError(f"input_c has shape {tuple(c_BV25.shape)}: expected {tuple(rgb_BV3HW.shape[:2]) + (25,)}, "
+                         f"one camera per input view")
+    B, R = rgb_BV3HW.shape[0], int(resolution)
+    pts_BN3 = unproject_depth(depth_BVHW.float(), c_BV25.float()).reshape(B, -1, 3)
+    rgb_BN3 = rgb_BV3HW.float().permute(0, 1, 3, 4, 2).reshape(B, -1, 3)
+    valid_BN = (depth_BVHW.reshape(B, -1) > 0) & (pts_BN3.abs() <= bound).all(-1)
+    cell_BN3 = ((pts_BN3 + bound) / (2 * bound) * R).floor().long().clamp(0, R - 1)
+    maps = []
+    for u, v, n in LIFT_AXES:
+        index_BN = cell_BN3[..., v] * R + cell_BN3[..., u]  # row-major (v rows, u columns)
+        w_BN = valid_BN.float()
+        values_BN5 = torch.cat([rgb_BN3, torch.ones_like(w_BN)[..., None], (pts_BN3[..., n] / bound)[..., None]], -1)
+        acc_B5M = torch.zeros(B, LIFT_FEATURES, R * R, dtype=values_BN5.dtype, device=values_BN5.device)
+        acc_B5M.scatter_add_(2, index_BN[:, None].expand(-1, LIFT_FEATURES, -1),
+                             (values_BN5 * w_BN[..., None]).transpose(1, 2))
+        count_B1M = acc_B5M[:, 3:4]
+        mean_B5M = acc_B5M / count_B1M.clamp(min=1.0)
+        mean_B5M[:, 3:4] = 1 - torch.exp(-count_B1M / 4)
+        maps.append(mean_B5M.reshape(B, LIFT_FEATURES, R, R))
+    return torch.stack(maps, 1)
+
+
+class LiftedPlanes(nn.Module):
+    """The lifted maps ``(B, 3, 5, R, R)`` -> an addition to the latent ``(B, 3, C, h, w)``: one conv
+    stack shared by the planes (a 3x3 conv, then stride-2 convs down to ``h``, then a 1x1 conv)."""
+
+    def __init__(self, resolution: int, latent_size: int, latent_channels: int, channels: int = 32):
+        super().__init__()
+        n = num_downsamplings(resolution, latent_size)
+        self.resolution = int(resolution)
+        layers = [nn.Conv2d(LIFT_FEATURES, channels, 3, padding=1), nn.SiLU()]
+        for _ in range(n):
+            layers += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.SiLU()]
+        layers.append(nn.Conv2d(channels, latent_channels, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, views_BVCHW: torch.Tensor, input_c: torch.Tensor) -> torch.Tensor:
+        maps = lift_to_planes(views_BVCHW[:, :, :3], views_BVCHW[:, :, 3], input_c.to(views_BVCHW.device),
+                              self.resolution)
+        B = maps.shape[0]
+        return self.net(maps.flatten(0, 1).to(views_BVCHW.dtype)).unflatten(0, (B, NUM_PLANES))

@@ -69,7 +69,7 @@ def load_object(model, spec: str, index: int = 0) -> Inspection:
         return Inspection(spec, tokens, norms, "f_hat_K", loaded["caption"][i] or None)
     cfg = model.cfg
     mv = load_views(spec, num_views=cfg.num_input_views, size=cfg.image_size)
-    q = model.encode(mv.encoder_input()[None].to(model.quantizer.codebook.weight.device))
+    q = model.encode_views(mv)
     return Inspection(spec, [t.cpu() for t in q.tokens], q.residual_norms.tolist(), "f", mv.caption)
 
 

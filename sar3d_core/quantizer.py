@@ -8,8 +8,11 @@ Following VAR (Tian et al. 2024, ``models/quant.py``), with the paper's triplane
   plane i only ever sees its own residual (Supp. B: "each plane ... is quantized
   independently based on the corresponding plane's previous scales");
 * all scales and planes share ONE codebook ``Z`` of V entries of dimension C; the
-  nearest entry is chosen by cosine similarity (l2-normalised queries and entries), and
-  the looked-up vector is the raw entry, as in VAR's ``using_znorm=True``;
+  nearest entry is chosen by cosine similarity (l2-normalised queries and entries). With
+  ``l2_codes`` (SAR3D Sec. 4.1, "applying l2-normalization to codebook vectors"; the
+  official code looks up ``F.normalize(embedding.weight)``) the looked-up vector is the
+  l2-normalised entry; without it, the raw entry, as in VAR's ``using_znorm=True``. Dead-code
+  resets write raw vectors, which the lookup normalises the same way;
 * after each scale the codes are interpolated back to ``h x w`` (no network, Supp. B)
   and passed through a 3x3 conv ``phi_k`` with a residual mix; ``phi_shared`` convs are
   shared by neighbouring scales (VAR's ``PhiPartiallyShared``). The convs are shared by
@@ -89,7 +92,7 @@ class MultiScaleTriplaneQuantizer(nn.Module):
 
     def __init__(self, codebook_size: int, dim: int, scales, latent_size: int, beta: float = 0.25,
                  phi_shared: int = 4, phi_mix: float = 0.5, dead_after: int = 100,
-                 usage_decay: float = 0.99):
+                 usage_decay: float = 0.99, l2_codes: bool = False):
         super().__init__()
         self.scales = tuple(_as_hw(s) for s in scales)
         self.latent_hw = _as_hw(latent_size)
@@ -101,6 +104,7 @@ class MultiScaleTriplaneQuantizer(nn.Module):
             raise ValueError("codebook_size, dim and phi_shared must be positive")
         self.codebook_size, self.dim, self.beta = int(codebook_size), int(dim), float(beta)
         self.dead_after, self.usage_decay = int(dead_after), float(usage_decay)
+        self.l2_codes = bool(l2_codes)
         # ONE table for every scale and plane; entries of norm about 1
         self.codebook = nn.Embedding(codebook_size, dim)
         nn.init.normal_(self.codebook.weight, std=dim ** -0.5)
@@ -118,7 +122,18 @@ class MultiScaleTriplaneQuantizer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: SAR3DConfig, **kwargs) -> "MultiScaleTriplaneQuantizer":
-        return cls(cfg.codebook_size, cfg.latent_channels, cfg.scales, cfg.latent_size, cfg.beta, **kwargs)
+        """``cfg.extra["quantizer"]`` (a dict, e.g. ``{"l2_codes": true}``) sets the keyword options."""
+        options = {**cfg.extra.get("quantizer", {}), **kwargs}
+        unknown = set(options) - {"phi_shared", "phi_mix", "dead_after", "usage_decay", "l2_codes"}
+        if unknown:
+            raise ValueError(f"cfg.extra['quantizer'] has unknown keys {sorted(unknown)}: choose from "
+                             f"phi_shared, phi_mix, dead_after, usage_decay, l2_codes")
+        return cls(cfg.codebook_size, cfg.latent_channels, cfg.scales, cfg.latent_size, cfg.beta, **options)
+
+    def lookup(self, idx: torch.Tensor) -> torch.Tensor:
+        """Code vectors of ids ``idx (...)`` -> ``(..., C)``: l2-normalised entries with ``l2_codes``, else raw."""
+        z = self.codebook(idx)
+        return F.normalize(z, dim=-1) if self.l2_codes else z
 
     @property
     def num_scales(self) -> int:
@@ -145,7 +160,7 @@ class MultiScaleTriplaneQuantizer(nn.Module):
 
     def _scale_contribution(self, k: int, idx_Nhw: torch.Tensor) -> torch.Tensor:
         """``phi_k(interpolate(lookup(Z, r_k), h, w))`` -> (N, C, h, w)  (Alg. 1 l. 6-8, Alg. 2 l. 5-7)."""
-        z_NChw = self.codebook(idx_Nhw).permute(0, 3, 1, 2)  # (N, hk, wk, C) -> (N, C, hk, wk)
+        z_NChw = self.lookup(idx_Nhw).permute(0, 3, 1, 2)  # (N, hk, wk, C) -> (N, C, hk, wk)
         if k != self.num_scales - 1:
             z_NChw = F.interpolate(z_NChw, size=self.latent_hw, mode="bicubic", align_corners=False)
         return self.phis[self.phi_index(k)](z_NChw)

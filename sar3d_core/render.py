@@ -11,7 +11,8 @@ with one camera model and one shading model, so their images look alike:
   ``n = grad f / |grad f|``, ``df/dx ~ (f(p + h e_x) - f(p - h e_x)) / 2h``.
 * ``render_mesh`` casts the same rays into a triangle mesh (GLB, glTF, OBJ, PLY) through
   trimesh (Embree when ``embreex`` is installed), with colours from a texture, vertex or
-  face colours.
+  face colours. ``load_mesh`` reads a file into the world frame (+Z up): glTF/GLB are +Y up
+  by their specification and are rotated by +90 deg about x, ``(x, y, z) -> (x, -z, y)``.
 
 Both return a ``views.MultiView``: rgb on a white background, depth as planar camera z
 (``t / |(x, y, 1)|`` for a hit at distance ``t`` along the unit ray), unit world normals,
@@ -260,14 +261,25 @@ def _one_line(err: Exception) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())[:300]
 
 
-def load_mesh(path):
-    """Read a GLB, glTF, OBJ, PLY, STL or OFF file into one ``trimesh.Trimesh``.
+GLTF_EXTENSIONS = (".glb", ".gltf")  # +Y up by the glTF 2.0 specification (sec. 3.4 "Coordinate System and Units")
+UP_AXES = ("z", "y")
+# rotation of +90 deg about x, (x, y, z) -> (x, -z, y): a +Y-up file into the +Z-up world
+Y_UP_TO_Z_UP = np.array([[1.0, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+
+
+def load_mesh(path, up: str = "z"):
+    """Read a GLB, glTF, OBJ, PLY, STL or OFF file into one ``trimesh.Trimesh`` in the world frame (+Z up).
 
     A scene's parts are placed by its scene graph and merged, keeping their colours and
-    textures. Raises FileNotFoundError or ValueError (naming the file) when it cannot.
+    textures. glTF/GLB files are +Y up by their specification and always turned to +Z up
+    (``Y_UP_TO_Z_UP``); the other formats have no convention: ``up`` names their up axis
+    (``"z"``, the default, or ``"y"``). Raises FileNotFoundError or ValueError (naming the
+    file) when it cannot.
     """
     import trimesh
 
+    if up not in UP_AXES:
+        raise ValueError(f"up={up!r}: the up axis of a mesh file is one of {', '.join(UP_AXES)}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh file {path} does not exist")
@@ -283,7 +295,22 @@ def load_mesh(path):
         raise ValueError(f"{path}: not a readable {ext[1:].upper()} mesh ({_one_line(err)})") from None
     if not parts:
         raise ValueError(f"{path}: holds no triangle faces (a point cloud or an empty scene cannot be rendered)")
-    return _merge_parts(parts)
+    mesh = _merge_parts(parts)
+    if ext in GLTF_EXTENSIONS or up == "y":
+        mesh.apply_transform(Y_UP_TO_Z_UP)  # rotates vertices and normals; colours and UVs stay
+    return mesh
+
+
+def save_mesh(mesh, path) -> Path:
+    """Write a world-frame (+Z up) mesh; a glTF/GLB file gets +Y up, as its specification
+    says, so ``load_mesh(save_mesh(mesh, path))`` gives the mesh back in the world frame."""
+    path = Path(path)
+    if path.suffix.lower() in GLTF_EXTENSIONS:
+        mesh = mesh.copy()
+        mesh.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))  # (x, y, z) -> (x, z, -y)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mesh.export(path)
+    return path
 
 
 def _merge_parts(parts):

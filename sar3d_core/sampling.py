@@ -28,6 +28,7 @@ the most likely tokens until their probability reaches ``top_p`` (the most likel
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -40,10 +41,10 @@ CFG_SCHEDULES = ("linear", "constant")
 
 
 def check_sampling_args(cfg: float, top_k: int, top_p: float, cfg_schedule: str = "linear") -> None:
-    if cfg < 0:
-        raise ValueError(f"guidance scale cfg={cfg} must be >= 0")
-    if top_k < 0:
-        raise ValueError(f"top_k={top_k} must be >= 0 (0 switches top-k off)")
+    if not (cfg >= 0 and math.isfinite(cfg)):  # NaN fails every comparison: test for what is right
+        raise ValueError(f"guidance scale cfg={cfg} must be >= 0 and finite")
+    if not (top_k >= 0 and float(top_k).is_integer()):
+        raise ValueError(f"top_k={top_k} must be >= 0 and whole (0 switches top-k off)")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p} must be in (0, 1] (1 switches top-p off)")
     if cfg_schedule not in CFG_SCHEDULES:
@@ -187,7 +188,7 @@ def sample_next_token(model: SAR3DTransformer, quantizer, cond_pooled: torch.Ten
     _prepare(model, quantizer, True, cfg, cfg_schedule, top_k, top_p)
     scales_s = guidance_scales(model.seq_len, cfg, cfg_schedule)
     idx_BL, logits = _autoregress(model, cond_pooled, cond_tokens, cond_mask, scales_s,
-                                  lambda i, idx_B1: quantizer.codebook(idx_B1), top_k, top_p, seed, return_logits,
+                                  lambda i, idx_B1: quantizer.lookup(idx_B1), top_k, top_p, seed, return_logits,
                                   pass_seconds)
     tokens = sequence_to_tokens(idx_BL, model.scales)
     return (tokens, logits) if return_logits else tokens

@@ -51,19 +51,60 @@ def save_tokens(path, sequence_NL, cfg: SAR3DConfig, sources, captions, seeds, c
     return path
 
 
+def _read_npz(path: Path) -> dict:
+    """Every array of an .npz archive, never unpickling; ValueError (one line) when it is not one."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as z:  # an .npy gives an array: no context manager (TypeError)
+            data = {k: z[k] for k in z.files}
+    except (TypeError, AttributeError):
+        reason = "it holds one .npy array, not an archive"
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+    else:
+        return data
+    raise ValueError(f"{path} is not a readable .npz token file ({reason}): write one with `sar3d encode` "
+                     f"or `sar3d data tokenize`")
+
+
+def _check_fields(path: Path, data: dict) -> None:
+    """The arrays of a token file have the kinds and shapes of the module doc, else one ValueError."""
+    missing = [k for k in ("schedule", "codebook_size", "sequence", "source", "caption", "seed", "checkpoint")
+               if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks the array(s) {', '.join(missing)} of a token file: re-write it with "
+                         f"`sar3d encode` or `sar3d data tokenize`")
+    integer = {k: data[k] for k in ("schedule", "codebook_size", "sequence", "seed")}
+    for name, a in integer.items():
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{path}: `{name}` holds {a.dtype} values, expected integers (a corrupt token file)")
+    shapes = {"schedule": 1, "codebook_size": 0, "sequence": 2, "source": 1, "caption": 1, "seed": 1, "checkpoint": 0}
+    for name, ndim in shapes.items():
+        if data[name].ndim != ndim:
+            raise ValueError(f"{path}: `{name}` has shape {data[name].shape}, expected {ndim} dimension(s) "
+                             f"(a corrupt token file)")
+    n = len(data["sequence"])
+    if not (len(data["source"]) == len(data["caption"]) == len(data["seed"]) == n):
+        raise ValueError(f"{path}: {n} sequences but {len(data['source'])} sources, {len(data['caption'])} captions "
+                         f"and {len(data['seed'])} seeds (a corrupt token file)")
+    if len(data["schedule"]) == 0 or data["schedule"].min() < 1 or int(data["codebook_size"]) < 1:
+        raise ValueError(f"{path}: scales {data['schedule'].tolist()} with {int(data['codebook_size'])} codes "
+                         f"(a corrupt token file)")
+
+
 def load_tokens(path, cfg: SAR3DConfig | None = None, fingerprint: str = "") -> dict:
     """Read a token file; with ``cfg``, check that its schedule and codebook match; with
-    ``fingerprint`` (``SAR3DVQVAE.fingerprint`` of the reader), that the same weights wrote it."""
+    ``fingerprint`` (``SAR3DVQVAE.fingerprint`` of the reader), that the same weights wrote it.
+    Raises FileNotFoundError or ValueError (one line naming the file) on a missing or corrupt file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such token file (write one with `sar3d encode` or `sar3d data tokenize`)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable .npz token file: {err}") from err
+    data = _read_npz(path)
     if str(data.get("format", "")) != FORMAT:
         raise ValueError(f"{path} has format {str(data.get('format', 'none'))!r}, expected {FORMAT!r}")
+    _check_fields(path, data)
     schedule = tuple(int(s) for s in data["schedule"])
     if cfg is not None:
         if schedule != tuple(int(s) for s in cfg.scales) or int(data["codebook_size"]) != cfg.codebook_size:
@@ -76,7 +117,7 @@ def load_tokens(path, cfg: SAR3DConfig | None = None, fingerprint: str = "") -> 
                          f"not by this one (fingerprint {fingerprint}): pass that checkpoint, or re-tokenize with "
                          f"`sar3d data tokenize --checkpoint ...`")
     seq = data["sequence"]
-    if seq.ndim != 2 or seq.shape[1] != total_tokens(schedule) or seq.min(initial=0) < 0 \
+    if seq.shape[1] != total_tokens(schedule) or seq.min(initial=0) < 0 \
             or seq.max(initial=0) >= int(data["codebook_size"]):
         raise ValueError(f"{path}: sequence of shape {seq.shape} does not fit scales {schedule} "
                          f"and {int(data['codebook_size'])} codes")
@@ -101,8 +142,7 @@ def encode_multiview(model, mv) -> list[torch.Tensor]:
     if mv.size != (model.cfg.image_size, model.cfg.image_size):
         raise ValueError(f"views are {mv.size[0]}x{mv.size[1]} px; the VQVAE reads {model.cfg.image_size} px "
                          f"(data.resize_views)")
-    x = mv.select(slice(0, model.cfg.num_input_views)).encoder_input()[None]
-    return model.encode(x).tokens
+    return model.encode_views(mv).tokens
 
 
 @torch.no_grad()
@@ -127,7 +167,7 @@ def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "
     t0 = time.perf_counter()
     with torch.no_grad():
         for batch in tqdm(loader, desc="tokenizing", unit="batch"):
-            seqs.append(tokens_to_sequence(model.encode(batch["encoder_input"]).tokens))
+            seqs.append(tokens_to_sequence(model.encode(batch["encoder_input"], batch["input_c"]).tokens))
             sources += list(batch["id"])
             captions += list(batch["caption"])
             seeds += [int(s) for s in batch["seed"]]

@@ -361,7 +361,7 @@ class SAR3DTransformer(nn.Module):
             if tokens[-1].dim() != 4 or tuple(tokens[-1].shape[1:]) != (NUM_PLANES, *quantizer.latent_hw):
                 raise ValueError(f"next-token tokens have shape {tuple(tokens[-1].shape)}, expected "
                                  f"(B, 3, {quantizer.latent_hw[0]}, {quantizer.latent_hw[1]})")
-            return quantizer.codebook(tokens_to_sequence(tokens[-1:])[:, :-1])
+            return quantizer.lookup(tokens_to_sequence(tokens[-1:])[:, :-1])
         quantizer._check_tokens(tokens, quantizer.num_scales)
         B, (h, w) = tokens[0].shape[0], quantizer.latent_hw
         f_hat_NChw = quantizer.codebook.weight.new_zeros(B * NUM_PLANES, self.latent_channels, h, w)

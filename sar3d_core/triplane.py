@@ -52,6 +52,9 @@ class TriplaneSettings:
     colour_channels: int = 0  # > 0: the last ones of F feed a colour MLP of their own (0: one shared trunk)
     colour_latent_channels: int = 0  # > 0 (needs colour_channels): the last ones of C feed a colour decoder of their own
     colour_decoder_channels: tuple = (16, 16, 16)  # widths of that colour decoder (same number of stages)
+    # with the colour decoder: add a 1x1 conv of the (nearest-)upsampled colour latent to its output, a short
+    # path from the latent's colour to the field's colour input (our addition; off in the presets)
+    colour_skip: bool = False
 
     @classmethod
     def paper(cls) -> "TriplaneSettings":
@@ -78,7 +81,8 @@ class TriplaneDecoder(nn.Module):
     """
 
     def __init__(self, latent_channels: int, feature_channels: int, decoder_channels=(32, 32, 32),
-                 colour_latent_channels: int = 0, colour_feature_channels: int = 0, colour_decoder_channels=(16, 16, 16)):
+                 colour_latent_channels: int = 0, colour_feature_channels: int = 0, colour_decoder_channels=(16, 16, 16),
+                 colour_skip: bool = False):
         super().__init__()
         if len(decoder_channels) < 1:
             raise ValueError("decoder_channels needs at least one width")
@@ -87,7 +91,9 @@ class TriplaneDecoder(nn.Module):
         # two streams: the last ``colour_latent_channels`` of the latent -> the last
         # ``colour_feature_channels`` features (the split field's colour input), the rest -> the rest
         self.colour_latent_channels = int(colour_latent_channels)
-        self.colour = None
+        self.colour = self.colour_skip = None
+        if colour_skip and not self.colour_latent_channels:
+            raise ValueError("colour_skip needs the colour decoder (colour_latent_channels > 0)")
         if self.colour_latent_channels:
             if not 0 < self.colour_latent_channels < latent_channels or not 0 < colour_feature_channels < feature_channels:
                 raise ValueError(f"colour_latent_channels={colour_latent_channels} must be in (0, {latent_channels}) and "
@@ -96,6 +102,8 @@ class TriplaneDecoder(nn.Module):
                 raise ValueError(f"colour_decoder_channels {tuple(colour_decoder_channels)} needs "
                                  f"{len(decoder_channels)} widths, as many as decoder_channels (same upsampling)")
             self.colour = TriplaneDecoder(self.colour_latent_channels, colour_feature_channels, colour_decoder_channels)
+            if colour_skip:
+                self.colour_skip = nn.Conv2d(self.colour_latent_channels, colour_feature_channels, 1)
             latent_channels -= self.colour_latent_channels
             feature_channels -= colour_feature_channels
         self.conv_in = nn.Conv2d(latent_channels, decoder_channels[0], 3, padding=1)
@@ -112,7 +120,7 @@ class TriplaneDecoder(nn.Module):
     def from_config(cls, cfg: SAR3DConfig, settings: TriplaneSettings | None = None) -> "TriplaneDecoder":
         s = settings or TriplaneSettings.from_config(cfg)
         return cls(cfg.latent_channels, s.feature_channels, s.decoder_channels, s.colour_latent_channels,
-                   s.colour_channels if s.colour_latent_channels else 0, s.colour_decoder_channels)
+                   s.colour_channels if s.colour_latent_channels else 0, s.colour_decoder_channels, s.colour_skip)
 
     def forward(self, f_B3Chw: torch.Tensor) -> torch.Tensor:
         if f_B3Chw.ndim != 5 or f_B3Chw.shape[1] != NUM_PLANES or f_B3Chw.shape[2] != self.latent_channels:
@@ -120,7 +128,11 @@ class TriplaneDecoder(nn.Module):
                 f"latent triplane has shape {tuple(f_B3Chw.shape)}: expected (B, 3, {self.latent_channels}, h, w)")
         if self.colour is not None:  # geometry stream | colour stream, never mixed
             c = self.latent_channels - self.colour_latent_channels
-            return torch.cat([self._stack(f_B3Chw[:, :, :c]), self.colour(f_B3Chw[:, :, c:])], 2)
+            colour = self.colour(f_B3Chw[:, :, c:])
+            if self.colour_skip is not None:  # + conv1x1(upsample(colour latent))
+                up = F.interpolate(f_B3Chw[:, :, c:].flatten(0, 1), scale_factor=self.upsample_factor, mode="nearest")
+                colour = colour + self.colour_skip(up).unflatten(0, f_B3Chw.shape[:2])
+            return torch.cat([self._stack(f_B3Chw[:, :, :c]), colour], 2)
         return self._stack(f_B3Chw)
 
     def _stack(self, f_B3Chw: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,9 @@ implemented here as
 
 the MAE part of ``L_render`` on the rendered rays (a random subset or full images), and
 ``L_VQ`` (codebook + beta commitment) from ``quantizer.MultiScaleTriplaneQuantizer``.
-Weights: ``cfg.extra["loss"]`` (a dict) over ``DEFAULT_LOSS_WEIGHTS`` (rgb 2, depth 0.5,
-mask 0.5, vq 1; the paper gives no numbers). The perceptual (LPIPS) term of ``L_render``,
+Weights: ``cfg.extra["loss"]`` (a dict) over ``DEFAULT_LOSS_WEIGHTS``: the official code's
+(rgb 1, depth 0.5, mask ("alpha") 1, vq 1; the paper gives no numbers). Checkpoints from
+before these defaults were trained with rgb 2 and mask 0.5 (their ``training.json``). The perceptual (LPIPS) term of ``L_render``,
 the adversarial ``L_GAN`` and the training loop live in ``vqvae_train``, which renders
 rays and patches and calls ``loss`` for the MAE part.
 
@@ -41,7 +42,7 @@ from .triplane import TriplaneDecoder, TriplaneField, TriplaneSettings, render_v
 
 FORMAT = "sar3d-vqvae/1"
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
-DEFAULT_LOSS_WEIGHTS = {"rgb": 2.0, "depth": 0.5, "mask": 0.5, "vq": 1.0}
+DEFAULT_LOSS_WEIGHTS = {"rgb": 1.0, "depth": 0.5, "mask": 1.0, "vq": 1.0}
 
 
 def loss_weights(cfg: SAR3DConfig) -> dict:
@@ -56,6 +57,18 @@ def loss_weights(cfg: SAR3DConfig) -> dict:
 def _json_normal(d: dict) -> dict:
     """A dict as it reads back from JSON (tuples become lists), to compare configs."""
     return json.loads(json.dumps(d))
+
+
+def supersampled(render_fn, size: int, s: int) -> dict:
+    """``render_fn(size * s)`` (full images ``(B, V, C, H, W)``) box-filtered back to ``size``: the
+    mean of the ``s x s`` sub-pixel rays (``render._assemble`` filters its supersampled targets'
+    RGB and mask the same way; depth stays opacity-weighted, as ``render_views`` returns it)."""
+    if int(s) < 1:
+        raise ValueError(f"supersample={s} must be a positive integer")
+    out = render_fn(int(size) * int(s))
+    B, V = out["rgb"].shape[:2]
+    pool = lambda x: F.avg_pool2d(x.flatten(0, 1), int(s)).unflatten(0, (B, V))  # noqa: E731
+    return {k: pool(out[k]) for k in ("rgb", "depth", "mask")}
 
 
 class SAR3DVQVAE(nn.Module):
@@ -81,9 +94,22 @@ class SAR3DVQVAE(nn.Module):
         return cls(cfg)
 
     # --- Eq. 7 and Alg. 1-2 ------------------------------------------------------------
-    def encode(self, encoder_input: torch.Tensor) -> QuantizerOutput:
-        """``(B, 6, 10, H, W)`` -> ``QuantizerOutput`` (tokens, straight-through ``f_hat``, ``vq_loss``)."""
-        return self.quantizer(self.encoder(encoder_input))
+    @property
+    def needs_cameras(self) -> bool:
+        """Whether ``encode`` needs the input views' cameras (the encoder lifts pixels into the planes)."""
+        return self.encoder.lift is not None
+
+    def encode(self, encoder_input: torch.Tensor, input_c: torch.Tensor | None = None) -> QuantizerOutput:
+        """``(B, 6, 10, H, W)`` and the input cameras ``input_c (B, 6, 25)`` -> ``QuantizerOutput``
+        (tokens, straight-through ``f_hat``, ``vq_loss``). ``input_c`` is needed when the encoder
+        lifts pixels (``needs_cameras``) and ignored otherwise."""
+        return self.quantizer(self.encoder(encoder_input, input_c))
+
+    def encode_views(self, mv) -> QuantizerOutput:
+        """Encode one ``views.MultiView`` from its first ``num_input_views`` views (a batch of one)."""
+        inp = mv.select(slice(0, self.cfg.num_input_views))
+        device = self.quantizer.codebook.weight.device
+        return self.encode(inp.encoder_input()[None].to(device), inp.c[None].to(device))
 
     def decode_fhat(self, f_hat_B3Chw: torch.Tensor) -> torch.Tensor:
         """``D``: latent triplane -> feature triplane ``(B, 3, F, H', W')``."""
@@ -95,9 +121,15 @@ class SAR3DVQVAE(nn.Module):
 
     def render(self, planes_B3FHW: torch.Tensor, c_BV25: torch.Tensor, size: int | None = None,
                ray_subset: int | None = None, generator: torch.Generator | None = None, index=None,
-               chunk: int | None = None) -> dict:
-        """Volume-render feature planes at cameras ``c (B, V, 25)`` (``triplane.render_views``)."""
+               chunk: int | None = None, supersample: int = 1) -> dict:
+        """Volume-render feature planes at cameras ``c (B, V, 25)`` (``triplane.render_views``).
+
+        ``supersample=s`` renders full images with ``s x s`` rays per pixel and averages them,
+        as the data builder renders its targets (``render._assemble``): anti-aliased edges.
+        """
         size = self.cfg.image_size if size is None else int(size)
+        if supersample != 1:
+            return supersampled(lambda s: self.render(planes_B3FHW, c_BV25, s, chunk=chunk), size, supersample)
         return render_views(planes_B3FHW, self.field, c_BV25, size, size, self.triplane_settings.num_samples,
                             ray_subset=ray_subset, generator=generator,
                             stratified=self.training and generator is not None, index=index, chunk=chunk)
@@ -119,7 +151,7 @@ class SAR3DVQVAE(nn.Module):
             raise ValueError(f"target_c has shape {tuple(c.shape)}: expected (B, V, 25); batch the items "
                              f"(a DataLoader, or x[None] for one object)")
         size = batch["target_rgb"].shape[-1] if "target_rgb" in batch else None
-        q = self.encode(batch["encoder_input"])
+        q = self.encode(batch["encoder_input"], batch.get("input_c"))
         planes = self.decode_fhat(q.f_hat)
         out = self.render(planes, c, size, ray_subset, generator)
         out.update(tokens=q.tokens, f_hat=q.f_hat, planes=planes, vq_loss=q.vq_loss,

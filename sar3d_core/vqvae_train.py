@@ -27,6 +27,17 @@ views and the 6 novel ones):
   at points near the surface is pulled (MAE) towards the diffuse colour the renders show
   there (``surface_colour``). Rendering reaches a colour only through the few rays that hit
   the object; this term gives every object hundreds of colour samples per step.
+* ``L_readout`` (our addition against the "grey attractor"; ``readout_weight``, 0 turns it
+  off): a linear head reads an RGB from every cell of the *quantized* colour latent; its
+  mean over the plane cells the object occupies (``encoder.lift_to_planes``' occupancy at
+  the latent size) is pulled (MAE) towards the mean colour of the input views' object
+  pixels. Without it, a run may settle on grey renders, the L1 optimum for a model that
+  does not read hue, and never leave; the readout makes the latent carry the hue from the
+  first steps, so the decoder has it to use. Needs no procedural seed: it works on chunks.
+
+Rays: ``object_ray_share`` of the random rays are drawn among the pixels inside (or within
+two pixels of) the object's mask in the supervision views, the rest uniformly; the
+background is learnt from few rays, the object is where the error is.
 
 The loop is ``training.train`` (resume, DDP, checkpoints, loss curve); ``train_vqvae``
 ties data, model and objective together and exports the final VQVAE with
@@ -64,9 +75,9 @@ class ObjectiveSettings:
     rays: int = 512  # random rays per object, over all supervision views
     patch: int = 32  # side of the rendered patches (GAN and LPIPS); 0 turns patches off
     patches: int = 1  # patches per object
-    lpips_weight: float = 0.5  # used only when the LPIPS backbone weights are on disk
+    lpips_weight: float = 0.8  # used only when the LPIPS backbone weights are on disk (official weight)
     lpips_net: str = "alex"
-    gan_weight: float = 0.02
+    gan_weight: float = 0.025  # the official weight
     gan_start: int = 1000  # step from which L_GAN is on (the discriminator trains from step 1)
     occupancy_weight: float = 0.5  # the 3D CPU training aid; 0 turns it off
     occupancy_points: int = 1024  # per object, half near the surface and half uniform
@@ -74,6 +85,22 @@ class ObjectiveSettings:
     colour_weight: float = 0.0  # the exact-colour 3D training aid (off in the shipped run); 0 turns it off
     colour_points: int = 512  # per object, near the surface
     dead_code_every: int = 100  # replace unused codebook entries every N steps (0: never)
+    readout_weight: float = 0.0  # the colour readout of the quantized latent (module doc); 0 turns it off
+    object_ray_share: float = 0.0  # share of the random rays drawn on and near the object's mask
+
+
+# the objective options of each preset (``objective_preset``); the tiny preset's are the shipped run's
+OBJECTIVE_PRESETS = {
+    "tiny": {"colour_weight": 1.0, "readout_weight": 1.0, "object_ray_share": 0.5},
+    "paper": {},  # the ObjectiveSettings defaults
+}
+
+
+def objective_preset(name: str, **overrides) -> ObjectiveSettings:
+    """``ObjectiveSettings`` of preset ``name`` (``OBJECTIVE_PRESETS``), with ``overrides``."""
+    if name not in OBJECTIVE_PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {sorted(OBJECTIVE_PRESETS)}")
+    return ObjectiveSettings(**{**OBJECTIVE_PRESETS[name], **overrides})
 
 
 class PatchDiscriminator(nn.Module):
@@ -151,6 +178,53 @@ def surface_colour_samples(seeds, n: int, noise: float, generator: torch.Generat
     return torch.stack(pts), torch.stack(rgb)
 
 
+def sample_rays(mask_BV1HW: torch.Tensor, n: int, object_share: float, generator: torch.Generator) -> torch.Tensor:
+    """Pixel numbers ``(B, n)`` into the flattened ``(V, H, W)`` grid: ``round(n * object_share)``
+    drawn without replacement among the pixels within 2 px of the mask (``> 0.5``), the rest
+    uniformly over all pixels (an object with too few such pixels takes uniform ones instead)."""
+    B, V, _, H, W = mask_BV1HW.shape
+    m = round(n * float(object_share))
+    uniform = torch.rand(B, V * H * W, generator=generator).argsort(-1)
+    if m <= 0:
+        return uniform[:, :n].to(mask_BV1HW.device)
+    near = F.max_pool2d((mask_BV1HW.flatten(0, 1) > 0.5).float(), 5, stride=1, padding=2).reshape(B, -1).cpu()
+    # random order among the near pixels first, then the rest: the first m are near ones while there are enough
+    scores = torch.rand(B, V * H * W, generator=generator) + near
+    picked = scores.argsort(-1, descending=True)[:, :m]
+    return torch.cat([picked, uniform[:, :n - m]], 1).to(mask_BV1HW.device)
+
+
+def input_mean_colour(encoder_input_BV10HW: torch.Tensor) -> torch.Tensor:
+    """The mean RGB of the object pixels (depth > 0) of the input views -> ``(B, 3)``."""
+    rgb, hit = encoder_input_BV10HW[:, :, :3], (encoder_input_BV10HW[:, :, 3:4] > 0).to(encoder_input_BV10HW.dtype)
+    return (rgb * hit).sum((1, 3, 4)) / hit.sum((1, 3, 4)).clamp(min=1.0)
+
+
+class ColourReadout(nn.Module):
+    """A linear RGB head on the quantized colour latent, averaged over the occupied plane cells -> ``(B, 3)``.
+
+    It reads the colour stream's latent channels (the last ``colour_latent_channels``), or
+    every channel when the model has no colour stream. The occupied cells are those that
+    the input pixels land in (``encoder.lift_to_planes`` at the latent size).
+    """
+
+    def __init__(self, model: SAR3DVQVAE):
+        super().__init__()
+        cfg = model.cfg
+        self.channels = model.triplane_settings.colour_latent_channels or cfg.latent_channels
+        self.latent_size = cfg.latent_size
+        self.head = nn.Linear(self.channels, 3)
+
+    def forward(self, f_hat_B3Chw: torch.Tensor, encoder_input: torch.Tensor, input_c: torch.Tensor) -> torch.Tensor:
+        from .encoder import lift_to_planes
+
+        with torch.no_grad():
+            occ = lift_to_planes(encoder_input[:, :, :3], encoder_input[:, :, 3], input_c, self.latent_size)[:, :, 3]
+        rgb_B3hw3 = self.head(f_hat_B3Chw[:, :, -self.channels:].movedim(2, -1))  # (B, 3, h, w, 3)
+        w = occ[..., None].to(rgb_B3hw3.dtype)
+        return (rgb_B3hw3 * w).sum((1, 2, 3)) / w.sum((1, 2, 3)).clamp(min=1e-6)
+
+
 class VQVAEObjective(nn.Module):
     """Eq. 8 for one batch: ``forward(batch, step) -> {"loss", terms...}`` (see the module doc)."""
 
@@ -158,6 +232,7 @@ class VQVAEObjective(nn.Module):
         super().__init__()
         self.model, self.settings = model, settings or ObjectiveSettings()
         self.discriminator = PatchDiscriminator()
+        self.readout = ColourReadout(model) if self.settings.readout_weight > 0 else None
         self.config = None  # training.train records model configs that are dataclasses; ours is in config.json
         self._lpips = [None]  # kept out of the module tree: frozen, never saved
         self.lpips_status = "off (lpips_weight = 0)"
@@ -183,7 +258,7 @@ class VQVAEObjective(nn.Module):
         B, V, _, H, W = rgb_t.shape
         parts = []
         if s.rays:
-            parts.append(torch.rand(B, V * H * W, generator=generator).argsort(-1)[:, :s.rays])
+            parts.append(sample_rays(batch["target_mask"], s.rays, s.object_ray_share, generator))
         if s.patch:
             parts.append(patch_index(B, V, H, W, s.patch, s.patches, generator))
         index = torch.cat(parts, 1).to(planes.device)
@@ -203,11 +278,15 @@ class VQVAEObjective(nn.Module):
     def forward(self, batch: dict, step: int) -> dict:
         s, m = self.settings, self.model
         g = step_generator(step)
-        q = m.encode(batch["encoder_input"])
+        q = m.encode(batch["encoder_input"], batch.get("input_c"))
         planes = m.decode_fhat(q.f_hat)
         terms, fake, real = self._render_terms(batch, planes, g)
         w = m.loss_weights
         loss = terms["render"] + w["vq"] * q.vq_loss
+        if self.readout is not None:
+            terms["readout"] = F.l1_loss(self.readout(q.f_hat, batch["encoder_input"], batch["input_c"]),
+                                         input_mean_colour(batch["encoder_input"]))
+            loss = loss + s.readout_weight * terms["readout"]
         terms["vq"] = q.vq_loss
         terms["usage"] = float((q.usage > 0).float().mean())
         if fake is not None and self._lpips[0] is not None:
@@ -242,7 +321,7 @@ class VQVAEObjective(nn.Module):
 
 
 @torch.no_grad()
-def reset_dead_codes_synced(quantizer, encoder, encoder_input, step: int) -> int:
+def reset_dead_codes_synced(quantizer, encoder, encoder_input, step: int, input_c=None) -> int:
     """``quantizer.reset_dead_codes`` on this batch's latents, the same on every DDP rank.
 
     Each rank holds its own batch, so resetting locally would give the same dead ids
@@ -252,7 +331,7 @@ def reset_dead_codes_synced(quantizer, encoder, encoder_input, step: int) -> int
     """
     import torch.distributed as dist
 
-    n = quantizer.reset_dead_codes(encoder(encoder_input), step_generator(step, rank=0))
+    n = quantizer.reset_dead_codes(encoder(encoder_input, input_c), step_generator(step, rank=0))
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for t in (quantizer.codebook.weight.data, quantizer.steps_since_used, quantizer.usage_counts):
             dist.broadcast(t, src=0)
@@ -266,7 +345,7 @@ class PackedDataset(torch.utils.data.Dataset):
     cores; packing pays it once, in worker processes.
     """
 
-    KEYS = ("encoder_input", "target_rgb", "target_depth", "target_mask", "target_c", "seed")
+    KEYS = ("encoder_input", "input_c", "target_rgb", "target_depth", "target_mask", "target_c", "seed")
 
     def __init__(self, dataset, workers: int = 2, desc: str = "packing data"):
         loader = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=workers,
@@ -275,7 +354,7 @@ class PackedDataset(torch.utils.data.Dataset):
         for items in tqdm(loader, desc=desc, unit="batch"):
             for it in items:
                 self.items.append({k: (it[k].half() if torch.is_tensor(it[k]) and it[k].is_floating_point()
-                                       and k != "target_c" else it[k]) for k in self.KEYS})
+                                       and not k.endswith("_c") else it[k]) for k in self.KEYS})
 
     def __len__(self):
         return len(self.items)
@@ -336,7 +415,8 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     def loss_fn(net, batch, step):
         inner = net.module if hasattr(net, "module") else net
         if settings.dead_code_every and step % settings.dead_code_every == 0:
-            reset_dead_codes_synced(inner.model.quantizer, inner.model.encoder, batch["encoder_input"], step)
+            reset_dead_codes_synced(inner.model.quantizer, inner.model.encoder, batch["encoder_input"], step,
+                                    batch.get("input_c"))
         return net(batch, step)
 
     t1 = time.perf_counter()

@@ -181,7 +181,7 @@ def test_cli_train_ar_and_generate_errors(setup, tmp_path, capsys):
     assert main(base + ["--text", "a chair", "--out", str(tmp_path / "m.png")]) == 2
     assert "mesh file" in capsys.readouterr().err
     assert main(base + ["--text", "a chair", "--top-p", "1.5", "--out", str(tmp_path / "m.glb")]) == 2
-    assert "top_p" in capsys.readouterr().err
+    assert "--top-p" in capsys.readouterr().err
     assert main(base + ["--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "m.glb")]) == 2
 
 

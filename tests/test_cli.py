@@ -45,3 +45,24 @@ def test_data_build_then_refuse_another_size(tmp_path):
     assert (tmp_path / "ds" / "index.json").is_file() and len(list((tmp_path / "ds").glob("0*"))) == 2
     result = sar3d("data", "build", "--count", 2, "--size", 32, "--out", tmp_path / "ds")
     assert result.returncode == 2 and "16 px" in result.stderr
+
+
+def test_render_up_flag_turns_a_y_up_mesh_upright(tmp_path, capsys):
+    """`--up y` reads an OBJ as +Y up: it renders as the same object stored +Z up."""
+    import trimesh
+
+    from sar3d_core.cli import main
+    from sar3d_core.render import Y_UP_TO_Z_UP
+
+    box = trimesh.creation.box(extents=(0.2, 0.8, 0.3))
+    box.export(tmp_path / "y_up.obj")
+    box.apply_transform(Y_UP_TO_Z_UP)
+    box.export(tmp_path / "z_up.obj")
+    grids = {}
+    for name, up in (("y_up", "y"), ("z_up", "z"), ("y_up", "z")):
+        out = tmp_path / f"{name}_{up}.png"
+        assert main(["render", str(tmp_path / f"{name}.obj"), "--up", up, "--views", "2", "--size", "16",
+                     "--out", str(out)]) == 0, capsys.readouterr().err
+        grids[name, up] = np.asarray(Image.open(out)).astype(int)
+    assert np.abs(grids["y_up", "y"] - grids["z_up", "z"]).max() <= 1
+    assert np.abs(grids["y_up", "z"] - grids["z_up", "z"]).max() > 100  # lying on its side without the flag

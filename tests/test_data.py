@@ -343,6 +343,26 @@ def test_load_views_of_a_mesh_file(tmp_path):
     assert (pts.norm(dim=-1) - 0.95 * 0.45).abs().max() < 0.03  # a sphere of radius 0.43 after normalize_mesh
 
 
+def test_load_views_reads_a_y_up_mesh_upright(tmp_path):
+    import trimesh
+
+    from sar3d_core.render import Y_UP_TO_Z_UP
+
+    box = trimesh.creation.box(extents=(0.2, 0.8, 0.3))  # tall along y: a +Y-up file
+    box.export(tmp_path / "y_up.obj")
+    box.apply_transform(Y_UP_TO_Z_UP)  # the same object, +Z up
+    box.export(tmp_path / "z_up.obj")
+    upright = load_views(str(tmp_path / "z_up.obj"), num_views=3, size=16)
+    turned = load_views(str(tmp_path / "y_up.obj"), num_views=3, size=16, up="y")
+    torch.testing.assert_close(turned.depth, upright.depth, atol=1e-5, rtol=0)
+    assert not torch.allclose(load_views(str(tmp_path / "y_up.obj"), num_views=3, size=16).depth, upright.depth)
+    for spec in ("proc:3", str(tmp_path)):
+        with pytest.raises(ValueError, match="applies to mesh files only"):
+            load_views(spec, num_views=1, size=16, up="y")
+    with pytest.raises(ValueError, match="up axis"):
+        load_views(str(tmp_path / "z_up.obj"), up="x")
+
+
 # ---------------------------------------------------------------- data set and builder
 class FakeObject:
     def __init__(self, seed):

@@ -7,7 +7,8 @@ from PIL import Image
 
 from sar3d_core.cameras import (camera_rays, chunk_cameras, orbit_cameras, project_points, ray_depth_scale,
                                 unproject_depth)
-from sar3d_core.render import (Lighting, load_mesh, normalize_mesh, render_grid, render_mesh, render_sdf)
+from sar3d_core.render import (Y_UP_TO_Z_UP, Lighting, load_mesh, normalize_mesh, render_grid, render_mesh, render_sdf,
+                               save_mesh)
 
 FLAT = Lighting(ambient=1.0, directions=(), intensities=())  # rgb = albedo exactly
 
@@ -246,7 +247,7 @@ def textured_quad(material="pbr"):
 @pytest.mark.parametrize("ext", ["glb", "obj"])
 def test_texture_colours_land_where_expected(tmp_path, ext):
     path = tmp_path / f"quad.{ext}"
-    textured_quad("pbr" if ext == "glb" else "simple").export(path)
+    save_mesh(textured_quad("pbr" if ext == "glb" else "simple"), path)  # GLB: stored +Y up, read back +Z up
     mesh = load_mesh(path)
     c = orbit_cameras([0.0], [0.0], 1.5)  # from +x: image right is +y, image up is +z
     rgb = (hwc(render_mesh(mesh, c, 16, 16, lighting=FLAT).rgb)[0] * 255).round()
@@ -308,6 +309,7 @@ def test_scene_parts_are_merged_with_their_colours(tmp_path):
     scene.add_geometry(red, transform=trimesh.transformations.translation_matrix([0, -0.45, 0]))
     scene.add_geometry(blue, transform=trimesh.transformations.translation_matrix([0, 0.45, 0]))
     scene.add_geometry(cube, transform=trimesh.transformations.translation_matrix([0, 0, 0.6]))
+    scene.apply_transform(np.linalg.inv(Y_UP_TO_Z_UP))  # glTF is +Y up: load_mesh turns it back
     scene.export(tmp_path / "scene.glb")
     mesh = load_mesh(tmp_path / "scene.glb")
     assert len(mesh.faces) == 2 + 2 + 12
@@ -345,6 +347,54 @@ def test_load_mesh_errors_name_the_file(tmp_path):
     trimesh.PointCloud(np.random.default_rng(0).normal(size=(20, 3))).export(tmp_path / "points.ply")
     with pytest.raises(ValueError, match="points.ply: holds no triangle faces"):
         load_mesh(tmp_path / "points.ply")
+
+
+def tall_box():
+    """A box 0.8 tall along +y in the file, 0.3 deep along z, in the positive octant."""
+    box = trimesh.creation.box(extents=(0.2, 0.8, 0.3))
+    box.apply_translation([0.1, 0.4, 0.15])
+    return box
+
+
+@pytest.mark.parametrize("ext", ["glb", "gltf"])
+def test_gltf_files_are_turned_from_y_up_to_z_up(tmp_path, ext):
+    """glTF is +Y up by its specification: (x, y, z) in the file is (x, -z, y) in the world (+90 deg about x)."""
+    path = tmp_path / f"tall.{ext}"
+    tall_box().export(path)  # trimesh writes the coordinates as they are: tall along the file's +y
+    np.testing.assert_allclose(trimesh.load(path, force="mesh").extents, [0.2, 0.8, 0.3], atol=1e-6)
+    mesh = load_mesh(path)
+    np.testing.assert_allclose(mesh.bounds, [[0, -0.3, 0], [0.2, 0, 0.8]], atol=1e-6)  # tallest along z
+    assert load_mesh(path, up="z").extents.argmax() == 2  # `up` is for the formats without a convention
+
+
+@pytest.mark.parametrize("ext", ["obj", "ply", "stl", "off"])
+def test_other_formats_are_z_up_unless_told_y(tmp_path, ext):
+    path = tmp_path / f"tall.{ext}"
+    tall_box().export(path)
+    np.testing.assert_allclose(load_mesh(path).bounds, [[0, 0, 0], [0.2, 0.8, 0.3]], atol=1e-6)
+    np.testing.assert_allclose(load_mesh(path, up="y").bounds, [[0, -0.3, 0], [0.2, 0, 0.8]], atol=1e-6)
+    with pytest.raises(ValueError, match="up='x'"):
+        load_mesh(path, up="x")
+
+
+def test_the_shipped_mug_is_y_up_in_its_file_and_upright_in_the_world():
+    from conftest import REPO_ROOT
+    from sar3d_core.data import sample_mug
+
+    path = REPO_ROOT / "data_samples" / "meshes" / "mug.glb"
+    raw = trimesh.load(path, force="mesh")  # the cylinder's height 0.6 runs along the file's y (glTF up)
+    np.testing.assert_allclose(raw.extents, [0.72, 0.6, 0.5], atol=1e-6)
+    mug = load_mesh(path)
+    np.testing.assert_allclose(mug.extents, [0.72, 0.5, 0.6], atol=1e-6)  # upright: height along z
+    np.testing.assert_allclose(np.sort(mug.vertices, 0), np.sort(sample_mug().vertices, 0), atol=1e-6)
+
+
+@pytest.mark.parametrize("ext", ["glb", "obj"])
+def test_save_mesh_then_load_mesh_gives_the_world_frame_back(tmp_path, ext):
+    mesh = tall_box()
+    back = load_mesh(save_mesh(mesh, tmp_path / f"box.{ext}"))
+    np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-6)
+    assert np.allclose(mesh.bounds, [[0, 0, 0], [0.2, 0.8, 0.3]])  # the input is left alone
 
 
 def test_normalize_mesh_fits_the_box_and_leaves_the_input_alone():

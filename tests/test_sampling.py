@@ -76,7 +76,8 @@ def test_fast_top_k_draw_has_the_filtered_distribution(top_k, top_p):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"cfg": -1.0}, "cfg=-1.0 must be >= 0"), ({"top_p": 0.0}, "top_p=0.0 must be in"),
+    ({"cfg": -1.0}, "cfg=-1.0 must be >= 0"), ({"cfg": float("nan")}, "cfg=nan must be >= 0 and finite"),
+    ({"cfg": float("inf")}, "cfg=inf must be >= 0 and finite"), ({"top_p": 0.0}, "top_p=0.0 must be in"),
     ({"top_p": 1.5}, "top_p=1.5 must be in"), ({"top_k": -1}, "top_k=-1 must be >= 0"),
     ({"cfg_schedule": "cosine"}, "cfg_schedule 'cosine' is unknown")])
 def test_bad_sampling_arguments_raise(kwargs, message):

@@ -56,6 +56,35 @@ def test_other_schedule_and_bad_files_are_refused(tmp_path):
         save_tokens(tmp_path / "x.npz", torch.zeros(1, 5), cfg, ["a"], [""], [-1])
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "not a readable .npz token file"), ("npy", "one .npy array"), ("empty", "not a readable"),
+    ("drop seed", "lacks the array"), ("float sequence", "`sequence` holds float"),
+    ("scalar source", "`source` has shape"), ("extra seed", "1 sequences but 1 sources"),
+    ("schedule of words", "`schedule` holds <U"),
+])
+def test_damaged_token_files_give_one_clear_line(damage, message, tmp_path):
+    cfg = small_config()
+    path = save_tokens(tmp_path / "t.npz", torch.zeros(1, total_tokens(cfg.scales), dtype=torch.long), cfg,
+                       ["a"], [""], [-1])
+    arrays = dict(np.load(path))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:300])
+    elif damage == "npy":
+        np.save(tmp_path / "a.npy", arrays["sequence"])
+        path.write_bytes((tmp_path / "a.npy").read_bytes())
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        key, value = {"drop seed": ("seed", None), "float sequence": ("sequence", arrays["sequence"] + 0.5),
+                      "scalar source": ("source", np.array("a")), "extra seed": ("seed", np.array([1, 2])),
+                      "schedule of words": ("schedule", np.array(["a", "b", "c"]))}[damage]
+        arrays[key] = value
+        np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    with pytest.raises(ValueError, match=message) as err:
+        load_tokens(path, cfg)
+    assert "t.npz" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_cli_encode_decode_and_tokenize(tmp_path, checkpoint, capsys):
     tok = tmp_path / "one.npz"
     assert main(["encode", CHUNK, "--out", str(tok), "--checkpoint", str(checkpoint)]) == 0

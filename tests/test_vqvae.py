@@ -65,7 +65,8 @@ def test_encoder_shapes_and_errors():
 def test_tiny_and_paper_encoder_shapes():
     tiny = SAR3DConfig.tiny()
     with torch.no_grad():
-        assert MultiViewEncoder.from_config(tiny)(torch.randn(1, 6, 10, 64, 64)).shape == (1, 3, 8, 8, 8)
+        cams = chunk_cameras(0)[None, :6]
+        assert MultiViewEncoder.from_config(tiny)(torch.randn(1, 6, 10, 64, 64), cams).shape == (1, 3, 8, 8, 8)
         paper = SAR3DConfig.paper()
         enc = MultiViewEncoder.from_config(paper)  # 256 px -> 16 x 16, four stages
         assert 1e6 < sum(p.numel() for p in enc.parameters()) < 2e7
@@ -101,7 +102,7 @@ def test_vqvae_forward_shapes(sphere_batch):
 
 
 def test_loss_weights_from_config():
-    assert loss_weights(small_config(loss={"depth": 2})) == {"rgb": 2.0, "depth": 2.0, "mask": 0.5, "vq": 1.0}
+    assert loss_weights(small_config(loss={"depth": 2})) == {"rgb": 1.0, "depth": 2.0, "mask": 1.0, "vq": 1.0}
     with pytest.raises(ValueError, match="unknown keys"):
         loss_weights(small_config(loss={"lpips": 1}))
 

@@ -16,7 +16,7 @@ def test_evaluate_vqvae_summary_and_colour_statistics():
     torch.manual_seed(0)
     cfg = small_config()
     model = SAR3DVQVAE(cfg)
-    result = evaluate_vqvae(model, SAMPLES, limit=3, chamfer=False, progress=False)
+    result = evaluate_vqvae(model, SAMPLES, limit=3, chamfer=False, progress=False, oracle=False)
     s, rows = result["summary"], result["objects"]
     assert s["objects"] == len(rows) == 3
     for k in ("psnr", "psnr_input", "psnr_novel", "mask_iou", "colour_mae"):
@@ -29,8 +29,9 @@ def test_evaluate_vqvae_summary_and_colour_statistics():
     true = item["target_rgb"][6:].permute(0, 2, 3, 1)[inside].mean(0)
     np.testing.assert_allclose(rows[0]["colour_true"], true.numpy(), atol=1e-5)
     with torch.no_grad():
-        q = model.encode(item["encoder_input"][None])
-        out = model.render(model.decode_tokens(q.tokens), item["target_c"][None], cfg.image_size)
+        q = model.encode(item["encoder_input"][None], item["input_c"][None])
+        # rendered like the targets: 2 x 2 rays per pixel, averaged
+        out = model.render(model.decode_tokens(q.tokens), item["target_c"][None], cfg.image_size, supersample=2)
     pred = out["rgb"][0, 6:].clamp(0, 1).permute(0, 2, 3, 1)[inside].mean(0)
     np.testing.assert_allclose(rows[0]["colour_pred"], pred.numpy(), atol=1e-5)
     true_all = np.array([r["colour_true"] for r in rows])
