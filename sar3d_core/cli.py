@@ -278,6 +278,21 @@ def _cmd_eval_images(args) -> None:
         print(f"wrote {args.json}")
 
 
+def _cmd_eval_table1(args) -> None:
+    import torch
+
+    from . import ar_eval
+
+    torch.set_num_threads(args.threads)
+    settings = dict(ar_eval.TABLE1_FAST) if args.fast else {}
+    result = ar_eval.table1(args.data, args.limit, seed=args.seed, **settings)
+    print(ar_eval.format_table1(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+
+
 def _cmd_train_featnet(args) -> None:
     from .features import main as train_main
 
@@ -322,7 +337,8 @@ def _cmd_train_vqvae(args) -> None:
              "occupancy_weight": 0.0 if args.no_occupancy else None}
     settings = objective_preset(args.preset, **{k: v for k, v in given.items() if v is not None})
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device)
+                            out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device,
+                            lr_decay_from=args.lr_decay_from, lr_final=args.lr_final)
     train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init)
     if args.export:
         print(f"exported the VQVAE to {args.export}")
@@ -448,6 +464,93 @@ def _cmd_bench_sampling(args) -> None:
         print(f"wrote {args.json}")
 
 
+# ------------------------------------------------------------------------------ SAR3D-LLM (Sec. 4.3)
+def _captioner_folder(folder):
+    from .captioner import DEFAULT_CHECKPOINT
+
+    return Path(folder) if folder else DEFAULT_CHECKPOINT
+
+
+def _cmd_caption(args) -> None:
+    import torch
+
+    from .captioner import SAR3DCaptioner, input_sequences
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = _captioner_folder(args.checkpoint)
+    K = len(SAR3DCaptioner.read_config(folder)["schedule"])  # a bad --scales fails before any model loads
+    if args.scales is not None and not 1 <= args.scales <= K:
+        raise ValueError(f"--scales {args.scales} must be between 1 and {K}, the scales of the captioner's tokens")
+    captioner = SAR3DCaptioner.from_pretrained(folder)
+    sequences, _ = input_sequences(captioner, args.inputs, args.vqvae, args.up)
+    captions = captioner.caption(sequences, keep=args.scales, greedy=not args.sample, temperature=args.temperature,
+                                 top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                                 max_new_tokens=args.max_new_tokens)
+    for text in captions:
+        print(" ".join(text.split()))  # one line per input
+
+
+def _cmd_train_captioner(args) -> None:
+    import torch
+
+    from .captioner import CaptionerSettings, StageSettings, train_captioner
+    from .tokens import load_tokens
+    from .training import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    written_by = load_tokens(args.tokens)["checkpoint"]  # a missing or corrupt file fails here, before any model
+    if args.data and not Path(args.data).exists():
+        raise FileNotFoundError(f"--data {args.data}: no such folder (the data set the tokens were made from)")
+    vqvae_folder = args.vqvae
+    if vqvae_folder is None and written_by:  # default: the VQVAE that wrote the token file, when it is here
+        from .generate import find_vqvae
+
+        try:
+            vqvae_folder = find_vqvae(written_by)
+        except FileNotFoundError:
+            vqvae_folder = None
+    vqvae, checkpoint = _load_vqvae(vqvae_folder)
+    base = StageSettings.paper() if args.preset == "paper" else StageSettings()
+    steps = tuple(args.steps) if args.steps else ((0,) + base.steps[1:] if args.llm else base.steps)
+    stages = StageSettings(steps=steps, lr=tuple(args.lr) if args.lr else base.lr, warmup=base.warmup)
+    settings = CaptionerSettings(width=args.width, layers=args.layers, heads=args.heads,
+                                 intermediate=args.intermediate or int(8 * args.width / 3) // 8 * 8, keep=args.keep)
+    train_cfg = TrainConfig(steps=max(max(steps), 1), batch_size=args.batch_size, seed=args.seed, out_dir=args.out,
+                            ckpt_every=args.ckpt_every, device=args.device)
+    train_captioner(args.tokens, vqvae, train_cfg, args.data, settings, stages, llm=args.llm, resume=args.resume,
+                    export=args.export, vqvae_checkpoint=checkpoint)
+    if args.export:
+        print(f"exported the captioner to {args.export}")
+
+
+def _cmd_eval_captions(args) -> None:
+    import torch
+
+    from .caption_eval import evaluate_captioner, format_report
+    from .captioner import SAR3DCaptioner
+    from .config import SAR3DConfig
+    from .tokens import load_tokens
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_tokens(args.tokens)  # a missing or corrupt file fails here, before the model loads
+    captioner = SAR3DCaptioner.from_pretrained(_captioner_folder(args.checkpoint))
+    loaded = load_tokens(args.tokens, SAR3DConfig.from_dict(captioner.meta["vqvae_config"]))
+    captioner.check_fingerprint(loaded["vqvae_fingerprint"], f"the tokens of {args.tokens}")
+    result = evaluate_captioner(captioner, loaded, args.limit, ablation=not args.no_ablation, blind=not args.no_blind,
+                                batch_size=args.batch_size, progress=sys.stderr.isatty())
+    result["tokens"] = str(args.tokens)
+    print(format_report(result))
+    for ex in result["examples"][:3]:
+        print(f"  reference: {ex['reference']}\n  caption:   {ex['caption']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sar3d", description="SAR3D step by step: data, models and tutorials.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -541,6 +644,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, metavar="OUT", help="also write the raw metrics to this JSON file")
     e.set_defaults(func=_cmd_eval_images)
 
+    e = eval_sub.add_parser("captions", help="SAR3D-LLM captions: category / colour accuracy, BLEU-4, ROUGE-L, "
+                                             "the scales ablation and a blind baseline")
+    e.add_argument("tokens", help="token file of the objects to caption (e.g. the test split, sar3d data tokenize)")
+    e.add_argument("--checkpoint", default=None, help="captioner folder (default: the shipped tiny one)")
+    e.add_argument("--limit", type=_int_at_least(1), default=None, help="first N objects only")
+    e.add_argument("--no-ablation", action="store_true", help="skip feeding 1..K scales")
+    e.add_argument("--no-blind", action="store_true", help="skip the baseline with the 3D tokens zeroed")
+    e.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    e.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    e.add_argument("--json", default=None, metavar="OUT", help="also write the numbers to this JSON file")
+    e.set_defaults(func=_cmd_eval_captions)
+
+    e = eval_sub.add_parser("table1", help="the paper's Table 1 at toy scale, every row live from the shipped "
+                                           "checkpoints, with bootstrap 95%% intervals")
+    e.add_argument("--data", required=True, help="the built test split (sar3d data build --split test --count 100)")
+    e.add_argument("--limit", type=_int_at_least(1), default=100, help="first N test objects, halved into "
+                   "conditions and references (default 100; at least 8)")
+    e.add_argument("--fast", action="store_true", help="100 bootstrap resamples and EMD on 64 points "
+                   "(default 1000 and 256)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the halves, the samples and the resamples")
+    e.add_argument("--threads", type=_int_at_least(1), default=1,
+                   help="torch CPU threads (default 1; latency is measured with them)")
+    e.add_argument("--json", default=None, metavar="OUT", help="also write the table to this JSON file")
+    e.set_defaults(func=_cmd_eval_table1)
+
     p = sub.add_parser("train", help="train a model")
     train_sub = p.add_subparsers(dest="train_command", required=True)
     t = train_sub.add_parser("featnet", help="the offline feature network for FID/KID and attribute accuracy",
@@ -567,6 +695,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=1800)
     t.add_argument("--batch-size", type=int, default=8, help="objects per step and process")
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr-decay-from", type=float, default=1.0,
+                   help="fraction of the steps after which the learning rate falls linearly (default 1: constant)")
+    t.add_argument("--lr-final", type=float, default=1.0,
+                   help="the learning rate at the last step, as a multiple of --lr (default 1)")
     t.add_argument("--rays", type=int, default=512, help="random rays per object besides one 32x32 patch")
     t.add_argument("--gan-start", type=int, default=1200, help="step from which the PatchGAN term is on")
     t.add_argument("--no-occupancy", action="store_true", help="turn off the exact-occupancy 3D training aid")
@@ -618,6 +750,40 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     t.set_defaults(func=_cmd_train_ar)
 
+    t = train_sub.add_parser("captioner", help="SAR3D-LLM: LLaMA + projector on truncated token scales (Sec. 4.3)",
+                             description="Train the captioner on a token file (sar3d data tokenize) in three stages: "
+                                         "0 the tiny LLaMA on the captions alone (stand-in for Vicuna's pretraining), "
+                                         "1 projector and special tokens with the LLM frozen, 2 everything; "
+                                         "works under torchrun (DDP).")
+    t.add_argument("--tokens", required=True, help="token file of the training set (sar3d data tokenize)")
+    t.add_argument("--data", default=None, help="the data set folder the tokens were made from (checks the captions)")
+    t.add_argument("--vqvae", default=None, help="the VQVAE that made the tokens (default: the one the token file "
+                                                  "names, else the shipped tiny one)")
+    t.add_argument("--llm", default=None, metavar="PATH",
+                   help="a LLaMA-family checkpoint on disk (e.g. Vicuna-7B) instead of the tiny LLaMA; stage 0 is "
+                        "then skipped unless --steps says otherwise; nothing is downloaded")
+    t.add_argument("--preset", default="tiny", choices=["tiny", "paper"],
+                   help="stage steps and learning rates (paper: 2e-3 then 2e-5, no stage 0)")
+    t.add_argument("--steps", type=_int_at_least(0), nargs=3, default=None, metavar=("S0", "S1", "S2"),
+                   help="steps of stages 0, 1 and 2 (0 skips a stage; default: the preset's)")
+    t.add_argument("--lr", type=_float_in(0), nargs=3, default=None, metavar=("L0", "L1", "L2"),
+                   help="peak learning rates of stages 0, 1 and 2 (cosine, 3%% warm-up; default: the preset's)")
+    t.add_argument("--keep", type=_int_at_least(1), default=None, help="token scales fed (default K - 2, the paper's)")
+    t.add_argument("--width", type=_int_at_least(8), default=192, help="tiny LLaMA width (default 192)")
+    t.add_argument("--layers", type=_int_at_least(1), default=4, help="tiny LLaMA blocks (default 4)")
+    t.add_argument("--heads", type=_int_at_least(1), default=4, help="tiny LLaMA attention heads (default 4)")
+    t.add_argument("--intermediate", type=_int_at_least(1), default=None,
+                   help="tiny LLaMA SwiGLU size (default 8/3 of the width)")
+    t.add_argument("--batch-size", type=_int_at_least(1), default=16, help="captions per step and process")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="runs/captioner_tiny", help="run folder (stage0/, stage1/, stage2/)")
+    t.add_argument("--ckpt-every", type=_int_at_least(1), default=200)
+    t.add_argument("--resume", action="store_true", help="continue every stage from its checkpoint")
+    t.add_argument("--export", default=None, help="write the trained captioner here")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    t.set_defaults(func=_cmd_train_captioner)
+
     p = sub.add_parser("generate", help="text- or image-to-3D with a trained generator (Sec. 4.2)")
     p.add_argument("--text", type=_prompt, default=None, help="a prompt, e.g. 'a 3D model of a chair coloured red'")
     p.add_argument("--image", default=None, help="a condition image (PNG/JPG, any size, alpha on white)")
@@ -636,6 +802,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="marching-cubes grid points per side (at least 2; default 48)")
     p.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("caption", help="caption objects from their truncated token scales (SAR3D-LLM, Sec. 4.3)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="proc:<seed>, a mesh file, a chunk or G-Objaverse folder, or a token file (tokens.npz#i: "
+                        "object i; tokens.npz: all of them); one caption per line, in input order")
+    p.add_argument("--scales", type=_int_at_least(1), default=None,
+                   help="token scales fed to the LLM (default: the checkpoint's, K - 2 as the paper)")
+    p.add_argument("--checkpoint", default=None, help="captioner folder (default: the shipped tiny one)")
+    p.add_argument("--vqvae", default=None, help="VQVAE that encodes non-token inputs (default: the one the "
+                                                  "captioner names, else the shipped one)")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=_float_in(0, low_open=True), default=1.0, help="sampling temperature")
+    p.add_argument("--top-k", type=_int_at_least(0), default=0, help="sampling: the k likeliest words (0: all)")
+    p.add_argument("--top-p", type=_float_in(0, 1, low_open=True), default=1.0, help="sampling: nucleus mass")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    p.add_argument("--max-new-tokens", type=_int_at_least(1), default=None,
+                   help="longest caption in tokens (default: the checkpoint's)")
+    p.add_argument("--up", choices=["z", "y"], default="z", help=UP_HELP)
+    p.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    p.set_defaults(func=_cmd_caption)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = p.add_subparsers(dest="bench_command", required=True)

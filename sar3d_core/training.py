@@ -64,6 +64,19 @@ class TrainConfig:
     device: str = "auto"  # "auto": cuda if available, else cpu
     bf16: bool = True  # bf16 autocast, used on CUDA only
     betas: tuple = (0.9, 0.95)
+    # linear learning-rate decay: constant ``lr`` up to step ``lr_decay_from * steps``, then a straight
+    # line to ``lr * lr_final`` at the last step (1.0 and 1.0: constant throughout)
+    lr_decay_from: float = 1.0
+    lr_final: float = 1.0
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (1-based): a function of the step alone, so resuming
+        continues the same schedule."""
+        start = self.lr_decay_from * self.steps
+        if step <= start or self.steps <= start:
+            return self.lr
+        frac = min(1.0, (step - start) / (self.steps - start))
+        return self.lr * (1.0 + (self.lr_final - 1.0) * frac)
 
 
 # --------------------------------------------------------------------------- processes
@@ -318,6 +331,8 @@ def train(model, dataset, loss_fn, cfg: TrainConfig, resume: bool = False, colla
                     if cfg.grad_clip > 0:
                         clip = model.clip_parameters() if hasattr(model, "clip_parameters") else model.parameters()
                         scalars["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(clip, cfg.grad_clip))
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr_at(step)
                     optimizer.step()
                     row_epoch = epoch
                     position += 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -106,19 +107,38 @@ SATURATED = 0.3  # saturation of the true mean colour above which an object coun
 @torch.no_grad()
 def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, mesh_resolution: int = 64,
                    chamfer: bool = True, progress: bool = True, prefixes: bool = True, supersample: int = 2,
-                   oracle: bool = True, featnet=None) -> dict:
+                   oracle: bool = True, featnet=None, num_samples: int | None = None) -> dict:
     """The numbers of the module doc over the objects of ``data`` (a built data set folder or chunks).
 
     Every render uses ``supersample x supersample`` rays per pixel (the data builder's 2 by
     default, so the model is scored like the targets were made). ``oracle``: the exact object
     through the same renderer and pixel sampling (``oracle_render``), for procedural objects.
     ``featnet`` (a ``features.FeatureNet``): its category / colour accuracy on the novel views
-    of the reconstructions and of the ground truth.
+    of the reconstructions and of the ground truth. ``num_samples``: samples per ray of every
+    render, the oracle's included (default: the model's ``TriplaneSettings.num_samples``); the
+    field is continuous (trained with stratified samples), so more samples only resolve thin
+    parts that bin midpoints step over.
     """
     from .data import MultiViewDataset
     from .world import make_object
 
     model.eval()
+    cfg = model.cfg
+    trained_samples = model.triplane_settings.num_samples
+    if num_samples is not None:
+        model.triplane_settings = replace(model.triplane_settings, num_samples=int(num_samples))
+    try:
+        return _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, prefixes, supersample,
+                         oracle, featnet)
+    finally:
+        model.triplane_settings = replace(model.triplane_settings, num_samples=trained_samples)
+
+
+def _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, prefixes, supersample, oracle,
+              featnet) -> dict:
+    from .data import MultiViewDataset
+    from .world import make_object
+
     cfg = model.cfg
     dataset = MultiViewDataset(data, size=cfg.image_size, target_views=range(12))
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -173,7 +193,7 @@ def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, me
     keys = ["psnr", "psnr_input", "psnr_novel", "mask_iou", "psnr_oracle", "mask_iou_oracle", "chamfer_x1e3"]
     keys += [f"psnr_scale_{k}" for k in range(1, K + 1)]
     summary = {k: float(np.nanmean([r[k] for r in rows])) for k in keys if any(k in r for r in rows)}
-    summary.update(objects=n, supersample=supersample)
+    summary.update(objects=n, supersample=supersample, num_samples=model.triplane_settings.num_samples)
     summary.update(colour_summary(np.array([r["colour_true"] for r in rows]), np.array([r["colour_pred"] for r in rows])))
     if featnet is not None:
         summary.update(featnet_summary(featnet, torch.cat(novel_pred), torch.cat(novel_true), rows, data))
@@ -218,7 +238,8 @@ def featnet_summary(featnet, pred_NCHW: torch.Tensor, true_NCHW: torch.Tensor, r
 def format_summary(s: dict) -> str:
     scales = sorted(int(k[len("psnr_scale_"):]) for k in s if k.startswith("psnr_scale_"))
     ss = s.get("supersample", 1)
-    lines = [f"objects: {s['objects']}; every render with {ss}x{ss} rays per pixel, as the targets",
+    lines = [f"objects: {s['objects']}; every render with {ss}x{ss} rays per pixel, as the targets, "
+             f"and {s.get('num_samples', '?')} samples per ray",
              f"PSNR (all views): {s['psnr']:.2f} dB  (input views {s['psnr_input']:.2f}, novel views {s['psnr_novel']:.2f})"
              + (f"; the exact object through the same renderer (oracle): {s['psnr_oracle']:.2f} dB"
                 if "psnr_oracle" in s else ""),
@@ -255,6 +276,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-featnet", action="store_true", help="skip the feature network's category/colour accuracy")
     p.add_argument("--supersample", type=int, default=2,
                    help="rays per pixel along each side (default 2, as the data builder renders the targets)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="samples per ray of every render, the oracle's too (default: the model's own)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="write summary and per-object rows here")
     args = p.parse_args(argv)
@@ -263,7 +286,7 @@ def main(argv=None) -> dict:
     featnet = None if args.no_featnet else load_featnet()
     result = evaluate_vqvae(model, args.data, args.limit, args.points, chamfer=not args.no_chamfer,
                             prefixes=not args.no_prefixes, supersample=args.supersample, oracle=not args.no_oracle,
-                            featnet=featnet)
+                            featnet=featnet, num_samples=args.samples)
     result["checkpoint"], result["data"] = str(args.checkpoint), str(args.data)
     print(format_summary(result["summary"]))
     if args.json:

@@ -228,3 +228,23 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     assert json.loads((out / "checkpoint" / "state.json").read_text()) == {
         "step": 6, "epoch": 0, "position": 6, "world_size": 2}  # 32 items per rank / 4 = 8 batches per epoch
     assert_same_weights(load_file(out / "checkpoint" / "model.safetensors"), rank0)
+
+
+def test_linear_lr_decay_is_a_function_of_the_step_and_resumes(tmp_path):
+    cfg = TrainConfig(steps=10, lr=1.0, lr_decay_from=0.5, lr_final=0.1)
+    assert [round(cfg.lr_at(s), 6) for s in (1, 5, 6, 8, 10)] == [1.0, 1.0, 0.82, 0.46, 0.1]
+    assert TrainConfig(steps=10, lr=0.3).lr_at(10) == 0.3  # the defaults keep it constant
+    kw = dict(steps=10, log_every=1, lr_decay_from=0.5, lr_final=0.1)
+    rows = train(toy_model(), toy_dataset(), toy_loss, config(tmp_path / "a", **kw))
+    lr0 = config(tmp_path / "a", **kw).lr
+    assert [r["lr"] for r in rows] == pytest.approx([config(tmp_path, **kw).lr_at(r["step"]) for r in rows])
+    assert rows[-1]["lr"] == pytest.approx(0.1 * lr0)
+    # killed at step 6 and resumed: the same schedule, the same weights
+    with pytest.raises(Killed):
+        train(toy_model(), toy_dataset(), loss_killed_at(7), config(tmp_path / "b", **{**kw, "ckpt_every": 3}))
+    model_b = toy_model()
+    rows_b = train(model_b, toy_dataset(), toy_loss, config(tmp_path / "b", **{**kw, "ckpt_every": 3}), resume=True)
+    model_a = toy_model()
+    train(model_a, toy_dataset(), toy_loss, config(tmp_path / "c", **{**kw, "ckpt_every": 3}))
+    assert_same_weights(weights(model_a), weights(model_b))
+    assert rows_b[-1]["lr"] == pytest.approx(rows[-1]["lr"])

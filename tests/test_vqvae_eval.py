@@ -38,6 +38,10 @@ def test_evaluate_vqvae_summary_and_colour_statistics():
     pred_all = np.array([r["colour_pred"] for r in rows])
     assert abs(s["colour_mae"] - np.abs(true_all - pred_all).mean()) < 1e-9
     assert "correlation R/G/B" in format_summary(s)
+    # more samples per ray for the evaluation only: reported, and the model keeps its own afterwards
+    more = evaluate_vqvae(model, SAMPLES, limit=1, chamfer=False, progress=False, oracle=False, num_samples=32)
+    assert more["summary"]["num_samples"] == 32 and model.triplane_settings.num_samples == cfg.extra["triplane"]["num_samples"]
+    assert more["objects"][0]["psnr"] != rows[0]["psnr"]  # the same object, rendered with other samples
 
 
 def test_without_prefixes_only_the_full_schedule_is_rendered_and_the_numbers_agree():
