@@ -35,6 +35,7 @@ declare -A EXTRA=(
   [preset]="{}"
   [preset_no_lift]="{\"encoder\": {\"lift_resolution\": 0}}"
   [preset_no_colour_fix]="{\"triplane\": {\"colour_skip\": false}}"
+  [preset_concat]="{\"triplane\": {\"plane_merge\": \"concat\"}}"
 )
 declare -A OPTS=(
   [base]="--readout-weight 0 --object-ray-share 0"
@@ -44,6 +45,7 @@ declare -A OPTS=(
   [preset]=""
   [preset_no_lift]=""
   [preset_no_colour_fix]="--readout-weight 0"
+  [preset_concat]=""
 )
 VARIANTS=("$@"); [ ${#VARIANTS[@]} -eq 0 ] && VARIANTS=(base lift lift_colour lift_colour_l2 preset)
 for v in "${VARIANTS[@]}"; do

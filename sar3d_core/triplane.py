@@ -17,7 +17,9 @@ Conventions (DESIGN.md §4):
   column ``j`` has its centre at ``u = -b + (j + 0.5) 2b / W`` (pixel centres at +0.5, as
   for images). Points beyond the outermost centres take the border value.
 * Features of the three planes are summed (as in LN3Diff's triplane renderer; EG3D takes
-  the mean), so the MLP input has ``F`` channels whatever the number of planes.
+  the mean), so the MLP input has ``F`` channels whatever the number of planes; or, with
+  ``plane_merge="concat"`` (the official SAR3D decoder's choice), concatenated: ``3 F``
+  channels, which keeps which plane a feature came from.
 * Distances ``t`` are along unit world rays (``cameras.camera_rays``); ``render_views``
   converts the depth it returns to planar camera z with ``cameras.ray_depth_scale``.
 """
@@ -55,6 +57,7 @@ class TriplaneSettings:
     # with the colour decoder: add a 1x1 conv of the (nearest-)upsampled colour latent to its output, a short
     # path from the latent's colour to the field's colour input (our addition; off in the presets)
     colour_skip: bool = False
+    plane_merge: str = "sum"  # how the field combines the three planes' features: "sum" or "concat"
 
     @classmethod
     def paper(cls) -> "TriplaneSettings":
@@ -151,11 +154,15 @@ def plane_uv(points_BN3: torch.Tensor, bound: float = OBJECT_BOX) -> torch.Tenso
     return uv / bound
 
 
-def sample_triplane(planes_B3FHW: torch.Tensor, points_BN3: torch.Tensor, bound: float = OBJECT_BOX) -> torch.Tensor:
+def sample_triplane(planes_B3FHW: torch.Tensor, points_BN3: torch.Tensor, bound: float = OBJECT_BOX,
+                    merge: str = "sum") -> torch.Tensor:
     """Bilinear features of each plane at the points' projections, summed -> ``(B, N, F)``.
 
-    ``feat(p) = T_xy(x, y) + T_xz(x, z) + T_yz(y, z)``.
+    ``feat(p) = T_xy(x, y) + T_xz(x, z) + T_yz(y, z)``; ``merge="concat"``: the three side
+    by side -> ``(B, N, 3, F)`` (plane order xy, xz, yz).
     """
+    if merge not in ("sum", "concat"):
+        raise ValueError(f"merge={merge!r}: choose 'sum' or 'concat'")
     if planes_B3FHW.ndim != 5 or planes_B3FHW.shape[1] != NUM_PLANES:
         raise ValueError(f"planes have shape {tuple(planes_B3FHW.shape)}: expected (B, 3, F, H, W)")
     if points_BN3.ndim != 3 or points_BN3.shape[-1] != 3 or points_BN3.shape[0] != planes_B3FHW.shape[0]:
@@ -164,7 +171,10 @@ def sample_triplane(planes_B3FHW: torch.Tensor, points_BN3: torch.Tensor, bound:
     grid = plane_uv(points_BN3, bound).flatten(0, 1)[:, None]  # (B*3, 1, N, 2), grid[..., 0] -> columns
     feat = F.grid_sample(planes_B3FHW.flatten(0, 1), grid.to(planes_B3FHW.dtype), mode="bilinear",
                          padding_mode="border", align_corners=False)  # (B*3, F, 1, N)
-    return feat[:, :, 0].unflatten(0, (B, P)).sum(1).transpose(1, 2)  # (B, N, F)
+    feat = feat[:, :, 0].unflatten(0, (B, P))  # (B, 3, F, N)
+    if merge == "concat":
+        return feat.permute(0, 3, 1, 2)  # (B, N, 3, F)
+    return feat.sum(1).transpose(1, 2)  # (B, N, F)
 
 
 class TriplaneField(nn.Module):
@@ -185,17 +195,21 @@ class TriplaneField(nn.Module):
 
     def __init__(self, feature_channels: int, hidden: int = 32, layers: int = 2,
                  density_bias: float = -4.0, density_scale: float = 10.0, bound: float = OBJECT_BOX,
-                 colour_channels: int = 0):
+                 colour_channels: int = 0, plane_merge: str = "sum"):
         super().__init__()
         if not 0 <= colour_channels < feature_channels:
             raise ValueError(f"colour_channels={colour_channels} must be in [0, feature_channels={feature_channels})")
+        if plane_merge not in ("sum", "concat"):
+            raise ValueError(f"plane_merge={plane_merge!r}: choose 'sum' or 'concat'")
         self.bound, self.density_bias, self.density_scale = bound, density_bias, density_scale
         self.colour_channels = int(colour_channels)
         self.density_channels = feature_channels - self.colour_channels
-        self.trunk = self._mlp(self.density_channels, hidden, layers)
+        self.plane_merge = plane_merge
+        m = NUM_PLANES if plane_merge == "concat" else 1  # MLP inputs per feature channel
+        self.trunk = self._mlp(m * self.density_channels, hidden, layers)
         self.density_head = nn.Linear(hidden, 1)
-        self.color_trunk = self._mlp(self.colour_channels, hidden, layers - 1) if self.colour_channels else None
-        self.color_head = nn.Linear(hidden if self.colour_channels == 0 or layers > 1 else self.colour_channels, 3)
+        self.color_trunk = self._mlp(m * self.colour_channels, hidden, layers - 1) if self.colour_channels else None
+        self.color_head = nn.Linear(hidden if self.colour_channels == 0 or layers > 1 else m * self.colour_channels, 3)
 
     @staticmethod
     def _mlp(width: int, hidden: int, layers: int) -> nn.Sequential:
@@ -209,22 +223,29 @@ class TriplaneField(nn.Module):
     def from_config(cls, cfg: SAR3DConfig, settings: TriplaneSettings | None = None) -> "TriplaneField":
         s = settings or TriplaneSettings.from_config(cfg)
         return cls(s.feature_channels, s.mlp_hidden, s.mlp_layers, s.density_bias, s.density_scale, s.bound,
-                   s.colour_channels)
+                   s.colour_channels, s.plane_merge)
+
+    def _features(self, planes_B3FHW, points_BN3) -> tuple[torch.Tensor, torch.Tensor]:
+        """The density and colour inputs of the MLPs at the points: ``(B, N, m (F - c))``, ``(B, N, m c)``."""
+        feat = sample_triplane(planes_B3FHW, points_BN3, self.bound, self.plane_merge)
+        d, c = feat[..., :self.density_channels], feat[..., self.density_channels:]
+        if self.plane_merge == "concat":  # (B, N, 3, f) -> (B, N, 3 f)
+            d, c = d.flatten(-2), c.flatten(-2)
+        return d, c
 
     def trunk_features(self, planes_B3FHW, points_BN3) -> torch.Tensor:
-        feat = sample_triplane(planes_B3FHW, points_BN3, self.bound)
-        return self.trunk(feat[..., :self.density_channels])  # (B, N, hidden)
+        return self.trunk(self._features(planes_B3FHW, points_BN3)[0])  # (B, N, hidden)
 
     def query(self, planes_B3FHW, points_BN3) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sigma (B, N), rgb (B, N, 3))`` at world points; ``sigma = 0`` outside the box."""
-        feat_BNF = sample_triplane(planes_B3FHW, points_BN3, self.bound)
-        h_BNh = self.trunk(feat_BNF[..., :self.density_channels])
+        d_BNf, c_BNf = self._features(planes_B3FHW, points_BN3)
+        h_BNh = self.trunk(d_BNf)
         # sigma = s * softplus(raw + b): b < 0 makes a fresh field nearly empty space
         sigma_BN = self.density_scale * F.softplus(self.density_head(h_BNh)[..., 0] + self.density_bias)
         inside_BN = (points_BN3.abs() <= self.bound + 1e-4).all(-1)
         sigma_BN = sigma_BN * inside_BN
         if self.colour_channels:
-            h_BNh = self.color_trunk(feat_BNF[..., self.density_channels:])
+            h_BNh = self.color_trunk(c_BNf)
         rgb_BN3 = torch.sigmoid(self.color_head(h_BNh))
         return sigma_BN, rgb_BN3
 

@@ -195,3 +195,21 @@ def test_hue_error_against_known_colours():
     np.testing.assert_allclose(s, [1, 1, 1, 0])
     err = hue_error(np.array([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0]]), np.array([[0, 1.0, 0], [1.0, 0, 0.2], [1.0, 0, 0]]))
     np.testing.assert_allclose(err, [120, 12, 120], atol=1e-6)  # the short way round the hue circle
+
+
+def test_concatenated_plane_features_keep_each_plane_and_sum_to_the_default():
+    from sar3d_core.triplane import TriplaneField, sample_triplane
+
+    torch.manual_seed(0)
+    planes, pts = torch.randn(2, 3, 6, 8, 8), (torch.rand(2, 50, 3) * 2 - 1) * BOUND
+    cat = sample_triplane(planes, pts, BOUND, merge="concat")
+    assert cat.shape == (2, 50, 3, 6)
+    torch.testing.assert_close(cat.sum(2), sample_triplane(planes, pts, BOUND))
+    field = TriplaneField(6, colour_channels=2, plane_merge="concat")
+    assert field.trunk[0].in_features == 12 and field.color_trunk[0].in_features == 6
+    planes.requires_grad_(True)
+    sigma, rgb = field.query(planes, pts)
+    (sigma.sum() + rgb.sum()).backward()
+    assert all(planes.grad[:, p].abs().sum() > 0 for p in range(3))
+    with pytest.raises(ValueError, match="plane_merge"):
+        TriplaneField(6, plane_merge="mean")
