@@ -496,7 +496,7 @@ def _cmd_train_captioner(args) -> None:
 
     from .captioner import CaptionerSettings, StageSettings, train_captioner
     from .tokens import load_tokens
-    from .training import TrainConfig
+    from .training import TrainConfig, is_main_process
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -516,12 +516,13 @@ def _cmd_train_captioner(args) -> None:
     steps = tuple(args.steps) if args.steps else ((0,) + base.steps[1:] if args.llm else base.steps)
     stages = StageSettings(steps=steps, lr=tuple(args.lr) if args.lr else base.lr, warmup=base.warmup)
     settings = CaptionerSettings(width=args.width, layers=args.layers, heads=args.heads,
-                                 intermediate=args.intermediate or int(8 * args.width / 3) // 8 * 8, keep=args.keep)
+                                 intermediate=args.intermediate or int(8 * args.width / 3) // 8 * 8, keep=args.keep,
+                                 position_embedding=args.position_embedding)
     train_cfg = TrainConfig(steps=max(max(steps), 1), batch_size=args.batch_size, seed=args.seed, out_dir=args.out,
                             ckpt_every=args.ckpt_every, device=args.device)
     train_captioner(args.tokens, vqvae, train_cfg, args.data, settings, stages, llm=args.llm, resume=args.resume,
                     export=args.export, vqvae_checkpoint=checkpoint)
-    if args.export:
+    if args.export and is_main_process():
         print(f"exported the captioner to {args.export}")
 
 
@@ -535,6 +536,11 @@ def _cmd_eval_captions(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    import importlib.util
+
+    missing = [m for m in ("sacrebleu", "rouge_score") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"BLEU-4 and ROUGE-L need {' and '.join(missing)}: pip install sacrebleu rouge-score")
     load_tokens(args.tokens)  # a missing or corrupt file fails here, before the model loads
     captioner = SAR3DCaptioner.from_pretrained(_captioner_folder(args.checkpoint))
     loaded = load_tokens(args.tokens, SAR3DConfig.from_dict(captioner.meta["vqvae_config"]))
@@ -774,6 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heads", type=_int_at_least(1), default=4, help="tiny LLaMA attention heads (default 4)")
     t.add_argument("--intermediate", type=_int_at_least(1), default=None,
                    help="tiny LLaMA SwiGLU size (default 8/3 of the width)")
+    t.add_argument("--position-embedding", action="store_true",
+                   help="add a learned vector per 3D token position to the projected tokens (not in the paper)")
     t.add_argument("--batch-size", type=_int_at_least(1), default=16, help="captions per step and process")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/captioner_tiny", help="run folder (stage0/, stage1/, stage2/)")

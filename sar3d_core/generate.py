@@ -118,10 +118,30 @@ class Generator:
 
     @torch.no_grad()
     def sample_tokens(self, cond, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
-                      top_p: float = 0.5, seed: int = 0, pass_seconds: list | None = None) -> list:
-        sampler = sample_next_token if self.next_token else sample_next_scale
-        return sampler(self.transformer, self.vqvae.quantizer, cond.pooled, cond.tokens, cond.mask, cfg=cfg,
-                       cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed, pass_seconds=pass_seconds)
+                      top_p: float = 0.5, seed: int = 0, pass_seconds: list | None = None,
+                      prefix: list | None = None) -> list:
+        """Token maps for a condition. ``prefix`` (next-scale only): the first scales, kept; the
+        rest are drawn given them (``sampling.sample_next_scale``)."""
+        kw = dict(cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed, pass_seconds=pass_seconds)
+        if self.next_token:
+            if prefix:
+                raise ValueError("a next-token generator draws one raster of tokens: it cannot keep coarse scales")
+            return sample_next_token(self.transformer, self.vqvae.quantizer, cond.pooled, cond.tokens, cond.mask, **kw)
+        return sample_next_scale(self.transformer, self.vqvae.quantizer, cond.pooled, cond.tokens, cond.mask,
+                                 prefix=prefix, **kw)
+
+    def resample_fn(self, text=None, image=None, **sampling):
+        """The token inspector's hook (``inspector.TokenInspector(resample_fn=...)``): ``fn(tokens, k, seed)``
+        keeps scales ``1..k-1`` of ``tokens`` and draws scales ``k..K`` again for this prompt or image."""
+        cond = self.condition(text, image)
+        options = {"cfg": 4.0, "top_k": 10, "top_p": 0.5, **sampling}
+
+        def fn(tokens: list, k: int, seed: int = 0) -> list:
+            if not 1 <= int(k) <= len(tokens):
+                raise ValueError(f"scale k={k} must be between 1 and {len(tokens)}")
+            return self.sample_tokens(cond, seed=seed, prefix=[t.long() for t in tokens[:int(k) - 1]], **options)
+
+        return fn
 
     @torch.no_grad()
     def generate(self, text=None, image=None, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,

@@ -11,8 +11,9 @@ to fine; Algorithm 2 sums ``f_hat_k = sum_{j <= k} phi_j(z_j)``. Stopping Algori
 * the object decoded from scales 1..k: rendered views, and a k3d mesh (marching cubes,
   ``meshing.extract_mesh``) or coloured points where the field has no surface yet;
 * edits: scale k replaced by another object's tokens or by random codes, decoded next to
-  the original. Resampling scale k with the generator (Sec. 4.2) is the optional hook
-  ``resample_fn(tokens, k, seed) -> tokens``; None until the generator exists.
+  the original; or scales k..K drawn again by a next-scale generator (Sec. 4.2) given the kept
+  scales 1..k-1, through the hook ``resample_fn(tokens, k, seed) -> tokens``
+  (``generate.Generator.resample_fn(prompt)``).
 
 ``TokenInspector`` is the ipywidgets app; ``static_figure`` tells the same per-scale story as
 one matplotlib figure where widgets cannot render (papermill, HTML exports).
@@ -35,7 +36,7 @@ from .config import NUM_PLANES
 from .tokens import decode_views, load_tokens, tokens_of
 
 PLANES = ("xy", "xz", "yz")  # triplane order (triplane.py); rows of a map run along v, columns along u
-GENERATOR_MISSING = "generator not available yet"
+GENERATOR_MISSING = "no generator given (resample_fn)"
 
 
 @dataclass
@@ -63,9 +64,9 @@ def load_object(model, spec: str, index: int = 0) -> Inspection:
             raise ValueError(f"{path} holds {len(loaded['seed'])} object(s): index {i} is out of range")
         tokens = tokens_of(loaded, i)
         # ||f_hat_K - f_hat_k|| / ||f_hat_K||: the residual with respect to the full token set
-        full = model.quantizer.tokens_to_fhat(tokens)
-        norms = [float((full - model.quantizer.tokens_to_fhat(tokens, k)).norm() / full.norm().clamp_min(1e-12))
-                 for k in range(1, len(tokens) + 1)]
+        prefixes = model.quantizer.fhat_prefixes(tokens)
+        full = prefixes[-1]
+        norms = [float((full - f).norm() / full.norm().clamp_min(1e-12)) for f in prefixes]
         return Inspection(spec, tokens, norms, "f_hat_K", loaded["caption"][i] or None)
     cfg = model.cfg
     mv = load_views(spec, num_views=cfg.num_input_views, size=cfg.image_size)
@@ -234,7 +235,7 @@ class TokenInspector:
     Drive it from Python as from the UI: ``load(spec)``, ``slider.value = k``,
     ``edit("object", donor="proc:3")`` or ``edit("random", seed=1)``. Bad input never raises:
     the reason is shown in ``message``. ``resample_fn(tokens, k, seed) -> tokens`` is the hook
-    for the generator (Sec. 4.2), None until it exists.
+    for a generator (Sec. 4.2; ``Generator.resample_fn``); without one the button is greyed out.
     """
 
     def __init__(self, model, source: str = "proc:0", c_V25: torch.Tensor | None = None, size: int | None = None,
@@ -260,7 +261,7 @@ class TokenInspector:
         self.donor = W.Text(value="proc:1", description="donor", layout=W.Layout(width="300px"))
         self.edit_seed = W.IntText(value=0, description="seed", layout=W.Layout(width="160px"))
         self.edit_button = W.Button(description="Replace scale k", button_style="warning")
-        label = "Resample scale k" if resample_fn else f"Resample scale k ({GENERATOR_MISSING})"
+        label = "Resample scales k..K" if resample_fn else f"Resample scales k..K ({GENERATOR_MISSING})"
         self.resample_button = W.Button(description=label, disabled=resample_fn is None, tooltip=label,
                                         layout=W.Layout(width="auto"))
         self.edit_note = W.HTML()
@@ -382,7 +383,7 @@ class TokenInspector:
         return True
 
     def resample(self, seed: int = 0) -> bool:
-        """Scale k drawn again by ``resample_fn`` (the generator, Sec. 4.2) given scales 1..k-1."""
+        """Scales k..K drawn again by ``resample_fn`` (the generator, Sec. 4.2) given scales 1..k-1."""
         if self.resample_fn is None:
             self._say(f"resampling needs the generator: {GENERATOR_MISSING}", error=True)
             return False
@@ -391,7 +392,7 @@ class TokenInspector:
         except Exception as err:  # a user's callable: show whatever went wrong
             self._say(f"resample_fn failed: {_reason(err)}", error=True)
             return False
-        self._show_edit(tokens, f"scale {self.k} resampled by the generator (seed {seed})")
+        self._show_edit(tokens, f"scales {self.k}..{len(tokens)} resampled by the generator (seed {seed})")
         return True
 
     def show(self, interactive: bool | None = None):

@@ -144,21 +144,21 @@ class MultiScaleTriplaneQuantizer(nn.Module):
         at = k / (self.num_scales - 1) if self.num_scales > 1 else 0.0
         return int(torch.argmin((self.phi_ticks - at).abs()).item())
 
-    # --- the steps of one scale, shared by Algorithms 1 and 2 ---------------------------
-    def _downsample(self, rest_NChw: torch.Tensor, k: int) -> torch.Tensor:
+    # --- the steps of one scale, shared by Algorithms 1 and 2 (public: tutorial 02 runs them by hand) ---
+    def downsample(self, rest_NChw: torch.Tensor, k: int) -> torch.Tensor:
         """``interpolate(f, h_k, w_k)`` with ``area`` (a mean over the cells a token covers); none at k = K."""
         if k == self.num_scales - 1:
             return rest_NChw
         return F.interpolate(rest_NChw, size=self.scales[k], mode="area")
 
-    def _nearest_code(self, rest_NChw: torch.Tensor) -> torch.Tensor:
+    def nearest_code(self, rest_NChw: torch.Tensor) -> torch.Tensor:
         """Cosine nearest neighbour: ``argmax_v <r / |r|, Z_v / |Z_v|>`` per cell -> (N, h_k, w_k)."""
         N, C, hk, wk = rest_NChw.shape
         query_MC = F.normalize(rest_NChw.permute(0, 2, 3, 1).reshape(-1, C), dim=1)
         codes_VC = F.normalize(self.codebook.weight.detach(), dim=1)
         return (query_MC @ codes_VC.T).argmax(dim=1).view(N, hk, wk)
 
-    def _scale_contribution(self, k: int, idx_Nhw: torch.Tensor) -> torch.Tensor:
+    def scale_contribution(self, k: int, idx_Nhw: torch.Tensor) -> torch.Tensor:
         """``phi_k(interpolate(lookup(Z, r_k), h, w))`` -> (N, C, h, w)  (Alg. 1 l. 6-8, Alg. 2 l. 5-7)."""
         z_NChw = self.lookup(idx_Nhw).permute(0, 3, 1, 2)  # (N, hk, wk, C) -> (N, C, hk, wk)
         if k != self.num_scales - 1:
@@ -201,11 +201,11 @@ class MultiScaleTriplaneQuantizer(nn.Module):
         f_norm = f_nograd.norm().clamp_min(1e-12)
         for k, (hk, wk) in enumerate(self.scales):
             # r_k = Q(interpolate(f, h_k, w_k))   (Alg. 1 l. 4)
-            query = self._downsample(rest_NChw, k)
-            idx_Nhw = self._nearest_code(query)
+            query = self.downsample(rest_NChw, k)
+            idx_Nhw = self.nearest_code(query)
             tokens.append(idx_Nhw.view(B, P, hk, wk))
             # \hat f += phi_k(z_k),  f <- f - phi_k(z_k)   (Alg. 1 l. 6-8)
-            h_NChw = self._scale_contribution(k, idx_Nhw)
+            h_NChw = self.scale_contribution(k, idx_Nhw)
             f_hat_NChw = f_hat_NChw + h_NChw
             rest_NChw = rest_NChw - h_NChw.detach()
             partial.append(f_hat_NChw.view(B, P, C, h, w))
@@ -224,11 +224,12 @@ class MultiScaleTriplaneQuantizer(nn.Module):
                                f_hat_partial=partial, residual_norms=torch.stack(norms), usage=usage)
 
     # --- Algorithm 2: decode -------------------------------------------------------------
-    def tokens_to_fhat(self, tokens: list[torch.Tensor], num_scales: int | None = None) -> torch.Tensor:
-        """``\\hat f = sum_{k <= num_scales} phi_k(interpolate(lookup(Z, r_k), h, w))`` -> (B, 3, C, h, w).
+    def fhat_prefixes(self, tokens: list[torch.Tensor], num_scales: int | None = None) -> list[torch.Tensor]:
+        """Algorithm 2 step by step: ``[f_hat_1, ..., f_hat_n]``, ``f_hat_k = sum_{j <= k} phi_j(interpolate(
+        lookup(Z, r_j), h, w))``, each ``(B, 3, C, h, w)``, for ``n = num_scales`` (default all K).
 
-        ``num_scales`` (default all K) decodes a prefix, for per-scale inspection and the
-        truncated-scale captioner; ``tokens`` may then hold just those first scales.
+        The one place the sum is written: decoding (``tokens_to_fhat``), the transformer's
+        teacher-forcing input and the per-scale inspector all read these prefixes.
         """
         num_scales = self.num_scales if num_scales is None else int(num_scales)
         if not 1 <= num_scales <= self.num_scales:
@@ -236,10 +237,24 @@ class MultiScaleTriplaneQuantizer(nn.Module):
         self._check_tokens(tokens, num_scales)
         B = tokens[0].shape[0]
         f_hat_NChw = self.codebook.weight.new_zeros(B * NUM_PLANES, self.dim, *self.latent_hw)
+        out = []
         for k in range(num_scales):
-            idx_Nhw = tokens[k].long().reshape(B * NUM_PLANES, *self.scales[k])
-            f_hat_NChw = f_hat_NChw + self._scale_contribution(k, idx_Nhw)
-        return f_hat_NChw.view(B, NUM_PLANES, self.dim, *self.latent_hw)
+            f_hat_NChw = self.accumulate(f_hat_NChw, k, tokens[k])
+            out.append(f_hat_NChw.view(B, NUM_PLANES, self.dim, *self.latent_hw))
+        return out
+
+    def accumulate(self, f_hat_NChw: torch.Tensor, k: int, tokens_k: torch.Tensor) -> torch.Tensor:
+        """One step of Algorithm 2: ``f_hat + phi_k(interpolate(lookup(Z, r_k), h, w))``, with ``f_hat``
+        ``(B * 3, C, h, w)`` (planes folded into the batch) and ``r_k`` any shape holding ``B * 3 h_k w_k`` ids."""
+        return f_hat_NChw + self.scale_contribution(k, tokens_k.long().reshape(-1, *self.scales[k]))
+
+    def tokens_to_fhat(self, tokens: list[torch.Tensor], num_scales: int | None = None) -> torch.Tensor:
+        """``\\hat f = sum_{k <= num_scales} phi_k(interpolate(lookup(Z, r_k), h, w))`` -> (B, 3, C, h, w).
+
+        ``num_scales`` (default all K) decodes a prefix, for per-scale inspection and the
+        truncated-scale captioner; ``tokens`` may then hold just those first scales.
+        """
+        return self.fhat_prefixes(tokens, num_scales)[-1]
 
     def sequence_to_fhat(self, idx_BL: torch.Tensor) -> torch.Tensor:
         return self.tokens_to_fhat(sequence_to_tokens(idx_BL, self.scales))
@@ -271,9 +286,9 @@ class MultiScaleTriplaneQuantizer(nn.Module):
         rest_NChw = latents_B3Chw.reshape(B * P, C, h, w).float().clone()
         queries = []
         for k in range(self.num_scales):
-            query = self._downsample(rest_NChw, k)
+            query = self.downsample(rest_NChw, k)
             queries.append(query.permute(0, 2, 3, 1).reshape(-1, C))
-            rest_NChw = rest_NChw - self._scale_contribution(k, self._nearest_code(query))
+            rest_NChw = rest_NChw - self.scale_contribution(k, self.nearest_code(query))
         pool_MC = torch.cat(queries)
         pick = torch.randint(len(pool_MC), (dead.numel(),), generator=generator).to(pool_MC.device)
         self.codebook.weight.data[dead] = pool_MC[pick].to(self.codebook.weight.dtype)

@@ -111,11 +111,13 @@ def sampling_kwargs(cfg: SAR3DConfig) -> dict:
 
 
 def _autoregress(model: SAR3DTransformer, cond_pooled, cond_tokens, cond_mask, scales_s: list[float],
-                 next_input, top_k: int, top_p: float, seed: int, return_logits: bool, pass_seconds=None):
+                 next_input, top_k: int, top_p: float, seed: int, return_logits: bool, pass_seconds=None,
+                 forced=()):
     """The loop both samplers share: ``len(scales_s)`` cached passes; ``next_input(step, idx_Bl)``
     gives the inputs ``(B, l, C)`` of the next pass. Returns ``(idx_BL, logits_BLV or None)``.
     A list ``pass_seconds`` receives the wall time of each pass (blocks, guidance, draw and the
-    next pass's input), for ``sar3d bench sampling``."""
+    next pass's input), for ``sar3d bench sampling``. ``forced``: the ids ``(B, l)`` of the first
+    passes, kept instead of drawn (the passes still run, to fill the cache the later ones read)."""
     model._check_condition(cond_pooled, cond_tokens, cond_mask)
     B, T = cond_tokens.shape[:2]
     guided = any(s != 1.0 for s in scales_s)
@@ -135,7 +137,8 @@ def _autoregress(model: SAR3DTransformer, cond_pooled, cond_tokens, cond_mask, s
         logits_BlV = model.run_blocks(h_BlW, cond_BW, cond_tokens, cond_mask, cache).float()
         if guided:
             logits_BlV = classifier_free_guidance(logits_BlV[:B], logits_BlV[B:], s)
-        idx_Bl = sample_from_logits(logits_BlV, top_k, top_p, generator)
+        idx_Bl = forced[step].to(logits_BlV.device) if step < len(forced) else \
+            sample_from_logits(logits_BlV, top_k, top_p, generator)
         idx_parts.append(idx_Bl)
         if return_logits:
             logit_parts.append(logits_BlV)
@@ -158,22 +161,39 @@ def _prepare(model: SAR3DTransformer, quantizer, next_token: bool, cfg, cfg_sche
 def sample_next_scale(model: SAR3DTransformer, quantizer, cond_pooled: torch.Tensor, cond_tokens: torch.Tensor,
                       cond_mask: torch.Tensor | None = None, *, cfg: float = 4.0, cfg_schedule: str = "linear",
                       top_k: int = 10, top_p: float = 0.5, seed: int = 0, return_logits: bool = False,
-                      pass_seconds: list | None = None):
+                      pass_seconds: list | None = None, prefix: list | None = None):
     """K passes, one per scale -> token maps ``[(B, 3, h_k, w_k)]`` for ``SAR3DVQVAE.decode_tokens``
-    (and the guided logits ``(B, L, V)`` the tokens were drawn from, with ``return_logits``)."""
+    (and the guided logits ``(B, L, V)`` the tokens were drawn from, with ``return_logits``).
+
+    ``prefix``: the token maps of the first ``n < K`` scales, kept as they are; scales
+    ``n+1..K`` are drawn conditioned on them (what a next-scale model can do and a raster
+    next-token model cannot: redraw the detail of an object while keeping its coarse layout).
+    """
     _prepare(model, quantizer, False, cfg, cfg_schedule, top_k, top_p)
     B, (h, w) = cond_pooled.shape[0], quantizer.latent_hw
+    prefix = list(prefix or [])
+    if prefix:
+        if len(prefix) >= len(model.scales):
+            raise ValueError(f"a prefix of {len(prefix)} scales leaves nothing to draw: keep at most "
+                             f"{len(model.scales) - 1} of the {len(model.scales)} scales")
+        for k, t in enumerate(prefix):
+            if tuple(t.shape) != (B, NUM_PLANES, *model.scales[k]):
+                raise ValueError(f"prefix[{k}] has shape {tuple(t.shape)}, expected ({B}, 3, "
+                                 f"{model.scales[k][0]}, {model.scales[k][1]}) for this generator's schedule")
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= model.codebook_size):
+                raise ValueError(f"prefix[{k}] holds ids outside the codebook [0, {model.codebook_size - 1}]")
     f_hat_NChw = cond_pooled.new_zeros(B * NUM_PLANES, model.latent_channels, h, w)
 
     def next_input(k: int, idx_Bl: torch.Tensor) -> torch.Tensor:
         # f_hat += phi_k(up(z_k)), then the input of scale k+1 (VAR get_next_autoregressive_input)
         nonlocal f_hat_NChw
-        f_hat_NChw = f_hat_NChw + quantizer._scale_contribution(k, idx_Bl.view(B * NUM_PLANES, *model.scales[k]))
+        f_hat_NChw = quantizer.accumulate(f_hat_NChw, k, idx_Bl)
         return fhat_to_scale_input(f_hat_NChw.view(B, NUM_PLANES, -1, h, w), model.scales[k + 1])
 
     scales_s = guidance_scales(len(model.scales), cfg, cfg_schedule)
     idx_BL, logits = _autoregress(model, cond_pooled, cond_tokens, cond_mask, scales_s, next_input,
-                                  top_k, top_p, seed, return_logits, pass_seconds)
+                                  top_k, top_p, seed, return_logits, pass_seconds,
+                                  forced=[t.reshape(B, -1).long() for t in prefix])
     tokens = sequence_to_tokens(idx_BL, model.scales)
     return (tokens, logits) if return_logits else tokens
 

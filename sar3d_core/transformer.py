@@ -363,13 +363,11 @@ class SAR3DTransformer(nn.Module):
                                  f"(B, 3, {quantizer.latent_hw[0]}, {quantizer.latent_hw[1]})")
             return quantizer.lookup(tokens_to_sequence(tokens[-1:])[:, :-1])
         quantizer._check_tokens(tokens, quantizer.num_scales)
-        B, (h, w) = tokens[0].shape[0], quantizer.latent_hw
-        f_hat_NChw = quantizer.codebook.weight.new_zeros(B * NUM_PLANES, self.latent_channels, h, w)
-        inputs = []
-        for k in range(len(self.scales) - 1):
-            f_hat_NChw = f_hat_NChw + quantizer._scale_contribution(k, tokens[k].reshape(B * NUM_PLANES, *self.scales[k]))
-            inputs.append(fhat_to_scale_input(f_hat_NChw.view(B, NUM_PLANES, -1, h, w), self.scales[k + 1]))
-        return torch.cat(inputs, dim=1) if inputs else f_hat_NChw.new_zeros(B, 0, self.latent_channels)
+        K = len(self.scales)
+        if K == 1:
+            return quantizer.codebook.weight.new_zeros(tokens[0].shape[0], 0, self.latent_channels)
+        prefixes = quantizer.fhat_prefixes(tokens, K - 1)  # f_hat after scales 1..k, k < K
+        return torch.cat([fhat_to_scale_input(f, self.scales[k + 1]) for k, f in enumerate(prefixes)], dim=1)
 
     def loss(self, logits_BLV: torch.Tensor, target_BL: torch.Tensor, label_smoothing: float = 0.0) -> dict:
         """Cross-entropy over all ``L`` tokens (the official uniform ``1/L`` weights), plus

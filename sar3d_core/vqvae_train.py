@@ -68,6 +68,12 @@ TRAIN_COMMAND = ("OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m 
                  "'{\"triplane\": {\"colour_channels\": 8, \"colour_latent_channels\": 4}, "
                  "\"encoder\": {\"colour_latent_channels\": 4}}' --out runs/vqvae_tiny_colour "
                  "--export data_samples/vqvae_tiny_colour")
+# the tiny preset's VQVAE (geometric lifting, colour stream and readout, l2 codes), trained by its command;
+# the best reconstructions shipped. The generators of data_samples/ read DEFAULT_CHECKPOINT's tokens.
+PRESET_CHECKPOINT = DEFAULT_CHECKPOINT.parent / "vqvae_tiny_lift"
+PRESET_TRAIN_COMMAND = ("OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train vqvae "
+                        "--preset tiny --threads 1 --batch-size 4 --steps 4500 --gan-start 3000 --lr-decay-from 0.6 "
+                        "--lr-final 0.1 --out runs/vqvae_tiny_lift --export data_samples/vqvae_tiny_lift")
 
 
 @dataclass

@@ -192,3 +192,23 @@ def test_edit_note_keeps_saying_what_is_shown(model):
     app.slider.value = 1
     assert "scale k = 1" in app.edit_note.value and "scale 2: random codes" in app.edit_note.value
     assert app.load("proc:4") and app.edited_tokens is None and app.edited.value == b""
+
+
+def test_the_shipped_text_generator_resamples_scales_k_to_K_in_the_app():
+    """The hook connected to the shipped next-scale generator: scales 1..k-1 stay, k..K are drawn
+    again for the prompt, and the app shows the result beside the original."""
+    from sar3d_core.generate import Generator
+
+    gen = Generator.from_pretrained("data_samples/ar_text_tiny")
+    fn = gen.resample_fn("a red chair", cfg=4.0, top_k=10, top_p=0.5)
+    app = TokenInspector(gen.vqvae, "proc:3", c_V25=default_cameras(1), size=16, resample_fn=fn, show_3d=False)
+    K = len(app.insp.tokens)
+    app.slider.value = 3
+    assert not app.resample_button.disabled and app.resample(seed=1)
+    assert "scales 3..6 resampled" in app.edit_what or "scales 3..6 resampled" in app.message.value
+    out = fn([t.clone() for t in app.insp.tokens], 3, 1)
+    assert all(torch.equal(a, b) for a, b in zip(out[:2], app.insp.tokens[:2]))  # kept
+    assert not all(torch.equal(a, b) for a, b in zip(out[2:], app.insp.tokens[2:]))  # redrawn
+    assert len(out) == K
+    with pytest.raises(ValueError, match="between 1 and"):
+        fn(app.insp.tokens, 0, 0)

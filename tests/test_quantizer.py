@@ -202,3 +202,21 @@ def test_bad_inputs_raise_clear_errors():
         q.tokens_to_fhat(tokens, num_scales=7)
     with pytest.raises(ValueError, match="last scale"):
         MultiScaleTriplaneQuantizer(16, 8, scales=[1, 2, 4], latent_size=8)
+
+
+def test_fhat_prefixes_are_algorithm_2_step_by_step_and_match_algorithm_1():
+    q = tiny_quantizer()
+    f = torch.randn(2, 3, 8, 8, 8)
+    with torch.no_grad():
+        out = q(f)
+        prefixes = q.fhat_prefixes(out.tokens)
+        assert len(prefixes) == q.num_scales
+        for k, (a, b) in enumerate(zip(prefixes, out.f_hat_partial), 1):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)  # Alg. 2 replays Alg. 1's running sum
+            torch.testing.assert_close(a, q.tokens_to_fhat(out.tokens[:k], num_scales=k))
+        # one step by hand: the difference of two prefixes is that scale's contribution
+        step = q.accumulate(prefixes[1].reshape(6, 8, 8, 8), 2, out.tokens[2]) - prefixes[1].reshape(6, 8, 8, 8)
+        torch.testing.assert_close(step, q.scale_contribution(2, out.tokens[2].reshape(6, *q.scales[2])))
+    assert len(q.fhat_prefixes(out.tokens, 3)) == 3
+    with pytest.raises(ValueError, match="num_scales"):
+        q.fhat_prefixes(out.tokens, 0)

@@ -221,3 +221,25 @@ def test_a_model_overfit_by_teacher_forcing_regenerates_its_tokens():
     assert out["loss"].item() < 0.1 and min(out["accuracy_per_scale"]) == 100.0
     tokens = sample_next_scale(model.eval(), q, pooled, cond_tokens, mask, cfg=1.0, top_k=1, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(tokens, target))
+
+
+def test_a_prefix_of_scales_is_kept_and_the_rest_drawn_given_it():
+    """Next-scale sampling from scale k: scales 1..k-1 are kept, and the logits of every later
+    pass are those the model gives after exactly those scales (the passes before are cached)."""
+    model, q = tiny_model(), tiny_quantizer()
+    pooled, cond_tokens, mask = condition(2)
+    K = len(model.scales)
+    full, logits_full = sample_next_scale(model, q, pooled, cond_tokens, mask, cfg=2.0, seed=0, return_logits=True)
+    for n in range(1, K):
+        out, logits = sample_next_scale(model, q, pooled, cond_tokens, mask, cfg=2.0, seed=7, prefix=full[:n],
+                                        return_logits=True)
+        assert all(torch.equal(a, b) for a, b in zip(out[:n], full[:n]))
+        # pass n+1 sees only scales 1..n, which are the same: its guided logits are too
+        seen = sum(3 * h * w for h, w in model.scales[:n + 1])
+        torch.testing.assert_close(logits[:, :seen], logits_full[:, :seen], atol=1e-4, rtol=1e-4)
+    redrawn = [sample_next_scale(model, q, pooled, cond_tokens, mask, seed=s, prefix=full[:2])[2:] for s in (1, 2)]
+    assert not all(torch.equal(a, b) for a, b in zip(*redrawn))  # the free scales vary with the seed
+    with pytest.raises(ValueError, match="leaves nothing to draw"):
+        sample_next_scale(model, q, pooled, cond_tokens, mask, prefix=full)
+    with pytest.raises(ValueError, match="expected"):
+        sample_next_scale(model, q, pooled, cond_tokens, mask, prefix=[full[1]])

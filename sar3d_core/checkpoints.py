@@ -1,0 +1,77 @@
+"""The shipped checkpoints by name: one place that says what lies in ``data_samples/`` and loads it.
+
+Every shipped model is a folder of safetensors weights and a JSON config, written by its
+class's ``save_pretrained`` and read by its ``from_pretrained`` (nothing is unpickled), and
+each folder's ``training.json`` (or ``metrics.json``) records the command that made it.
+
+    >>> from sar3d_core.checkpoints import SHIPPED, load_shipped
+    >>> vqvae = load_shipped("vqvae_tiny_lift")      # a SAR3DVQVAE, in eval mode
+    >>> gen = load_shipped("ar_text_tiny")           # a generate.Generator with its VQVAE
+
+``SHIPPED`` maps each name to what it is; ``shipped_path(name)`` gives its folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_SAMPLES = Path(__file__).resolve().parent.parent / "data_samples"
+
+
+@dataclass(frozen=True)
+class Shipped:
+    kind: str  # "vqvae", "generator", "condition_encoder", "feature_net", "captioner"
+    what: str  # one line for a learner
+
+
+SHIPPED = {
+    "vqvae_tiny_lift": Shipped("vqvae", "the tiny preset's VQVAE: geometric lifting, colour stream and readout, "
+                                        "l2-normalised codes (tutorial 02)"),
+    "vqvae_tiny_colour": Shipped("vqvae", "the VQVAE whose tokens the shipped generators read: colour stream, "
+                                          "no lifting"),
+    "vqvae_tiny": Shipped("vqvae", "the plainest tiny VQVAE: one shared colour and geometry path"),
+    "vqvae_single_scale_tiny": Shipped("vqvae", "one scale at the latent size: the next-token baseline's VQVAE"),
+    "ar_text_tiny": Shipped("generator", "next-scale text-to-3D transformer (Sec. 4.2)"),
+    "ar_image_tiny": Shipped("generator", "next-scale image-to-3D transformer (Sec. 4.2)"),
+    "ar_text_next_token_tiny": Shipped("generator", "the next-token (raster) text-to-3D baseline"),
+    "tiny_clip": Shipped("condition_encoder", "the tiny CLIP that encodes prompts and condition images"),
+    "feature_net": Shipped("feature_net", "the offline evaluation network: FID/KID features, category and colour"),
+    "captioner_tiny": Shipped("captioner", "SAR3D-LLM: captions from the first K-2 scales (Sec. 4.3)"),
+}
+
+
+def shipped_path(name: str) -> Path:
+    """The folder of shipped checkpoint ``name``; ValueError for an unknown name, FileNotFoundError
+    when the folder is not there."""
+    if name not in SHIPPED:
+        raise ValueError(f"no shipped checkpoint called {name!r}: choose one of {', '.join(sorted(SHIPPED))}")
+    folder = DATA_SAMPLES / name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the shipped checkpoint {name} is missing from {DATA_SAMPLES}: "
+                                f"its training.json (in the repository history) holds the command that makes it")
+    return folder
+
+
+def load_shipped(name: str):
+    """Load shipped checkpoint ``name`` with its class's ``from_pretrained``, in eval mode."""
+    folder = shipped_path(name)
+    kind = SHIPPED[name].kind
+    if kind == "vqvae":
+        from .vqvae import SAR3DVQVAE
+
+        return SAR3DVQVAE.from_pretrained(folder).eval()
+    if kind == "generator":
+        from .generate import Generator
+
+        return Generator.from_pretrained(folder)
+    if kind == "condition_encoder":
+        from .conditioning import ConditionEncoder
+
+        return ConditionEncoder.tiny_clip(folder)
+    if kind == "feature_net":
+        from .features import FeatureNet
+
+        return FeatureNet.from_pretrained(folder).eval()
+    from .captioner import SAR3DCaptioner
+
+    return SAR3DCaptioner.from_pretrained(folder).eval()
