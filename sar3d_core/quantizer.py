@@ -109,8 +109,9 @@ class MultiScaleTriplaneQuantizer(nn.Module):
         self.codebook = nn.Embedding(codebook_size, dim)
         nn.init.normal_(self.codebook.weight, std=dim ** -0.5)
         self.phis = nn.ModuleList(Phi(dim, phi_mix) for _ in range(phi_shared))
-        # VAR's PhiPartiallyShared: phi j sits at tick (j + 1/3)/n ... of [0, 1]; scale k at k/(K-1)
-        tick = 1 / 3 / phi_shared
+        # VAR's PhiPartiallyShared: n ticks evenly over [t, 1 - t] of [0, 1], with t = 1/(3n) for n = 4
+        # (its default) and 1/(2n) otherwise; scale k sits at k/(K-1) and takes the nearest tick
+        tick = 1 / (3 * phi_shared) if phi_shared == 4 else 1 / (2 * phi_shared)
         self.register_buffer("phi_ticks", torch.linspace(tick, 1 - tick, phi_shared))
         # a schedule with fewer scales than convs (the single-scale baseline) leaves some unused:
         # frozen, so that DDP does not wait for their gradients

@@ -220,3 +220,11 @@ def test_fhat_prefixes_are_algorithm_2_step_by_step_and_match_algorithm_1():
     assert len(q.fhat_prefixes(out.tokens, 3)) == 3
     with pytest.raises(ValueError, match="num_scales"):
         q.fhat_prefixes(out.tokens, 0)
+
+
+@pytest.mark.parametrize("n, ticks", [(4, [1 / 12, 1 / 12 + (1 - 2 / 12) / 3, 1 - 1 / 12 - (1 - 2 / 12) / 3, 1 - 1 / 12]),
+                                      (2, [1 / 4, 3 / 4]), (3, [1 / 6, 1 / 2, 5 / 6]), (1, [0.5])])
+def test_shared_phi_ticks_follow_var(n, ticks):
+    """VAR's PhiPartiallyShared: ticks over [1/(3n), 1 - 1/(3n)] for n = 4, over [1/(2n), 1 - 1/(2n)] otherwise."""
+    q = MultiScaleTriplaneQuantizer(16, 4, (1, 2, 4), 4, phi_shared=n)
+    torch.testing.assert_close(q.phi_ticks, torch.tensor(ticks, dtype=torch.float32))
