@@ -110,6 +110,18 @@ def _cmd_encode(args) -> None:
     print(f"wrote {args.out}: {seq.shape[1]} tokens over scales {list(model.cfg.scales)} from {args.input}")
 
 
+MESH_OUT_SUFFIXES = (".glb", ".obj", ".ply")
+MESHER_HELP = ("surface extractor: marching-cubes (default) or flexicubes (Dual Marching Cubes with unit weights "
+               "on the field's half-opacity surface; no FlexiCubes fine-tune, see sar3d_core.meshing)")
+
+
+def _check_mesh_out(path, option: str = "--mesh") -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in MESH_OUT_SUFFIXES:
+        raise ValueError(f"{option} {out}: write a mesh file (.glb, .obj or .ply)")
+    return out
+
+
 def _cmd_decode(args) -> None:
     import numpy as np
     from PIL import Image
@@ -117,6 +129,12 @@ def _cmd_decode(args) -> None:
     from .cameras import orbit_cameras
     from .tokens import decode_views, load_tokens, tokens_of
 
+    if args.out is None and args.mesh is None:
+        raise ValueError("give --out PNG (rendered views) and/or --mesh FILE (.glb, .obj or .ply)")
+    if args.mesh is not None:
+        _check_mesh_out(args.mesh)
+    elif args.mesher is not None:
+        raise ValueError(f"--mesher {args.mesher} needs --mesh FILE")
     load_tokens(args.tokens)  # a missing or corrupt file fails here, before the model loads
     model, _ = _load_vqvae(args.checkpoint)
     loaded = load_tokens(args.tokens, model.cfg, model.fingerprint())
@@ -128,13 +146,32 @@ def _cmd_decode(args) -> None:
         raise ValueError(f"--scales {args.scales} must be between 1 and {K}")
     if args.views < 1:
         raise ValueError(f"--views {args.views} must be at least 1")
-    c = orbit_cameras([360.0 * v / args.views for v in range(args.views)], [20.0] * args.views)
-    out = decode_views(model, tokens_of(loaded, args.index), c, args.size, scales)
-    row = out["rgb"].clamp(0, 1).permute(2, 0, 3, 1).flatten(1, 2)  # (H, V*W, 3)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((row.numpy() * 255).round().astype(np.uint8)).save(args.out)
-    print(f"wrote {args.out}: object {args.index} ({loaded['source'][args.index]}) from scales 1..{scales}, "
-          f"{args.views} views of {args.size or model.cfg.image_size} px")
+    tokens = tokens_of(loaded, args.index)
+    if args.out is not None:
+        c = orbit_cameras([360.0 * v / args.views for v in range(args.views)], [20.0] * args.views)
+        out = decode_views(model, tokens, c, args.size, scales)
+        row = out["rgb"].clamp(0, 1).permute(2, 0, 3, 1).flatten(1, 2)  # (H, V*W, 3)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((row.numpy() * 255).round().astype(np.uint8)).save(args.out)
+        print(f"wrote {args.out}: object {args.index} ({loaded['source'][args.index]}) from scales 1..{scales}, "
+              f"{args.views} views of {args.size or model.cfg.image_size} px")
+    if args.mesh is not None:
+        import time
+
+        import torch
+
+        from .meshing import extract_mesh
+        from .render import save_mesh
+
+        mesher = args.mesher or "marching-cubes"
+        start = time.perf_counter()
+        with torch.no_grad():
+            planes = model.decode_tokens(tokens, scales)
+        mesh = extract_mesh(model.field, planes, model.triplane_settings.num_samples, args.mesh_resolution, mesher)
+        seconds = time.perf_counter() - start
+        save_mesh(mesh, args.mesh)  # .glb: stored +Y up, as glTF says (render.load_mesh reads it back +Z up)
+        print(f"wrote {args.mesh}: object {args.index} from scales 1..{scales}, {mesher} on {args.mesh_resolution} "
+              f"cells per side, {len(mesh.vertices)} vertices, {len(mesh.faces)} faces ({seconds:.2f} s)")
 
 
 def _cmd_data_tokenize(args) -> None:
@@ -406,15 +443,27 @@ def _cmd_generate(args) -> None:
         except Exception as err:  # PIL raises many kinds on a damaged file
             raise ValueError(f"--image {args.image} is not a readable PNG/JPEG image "
                              f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
-    out = Path(args.out)
-    if out.suffix.lower() not in (".glb", ".obj", ".ply"):
-        raise ValueError(f"--out {out}: write a mesh file (.glb, .obj or .ply)")
+    out = _check_mesh_out(args.out, "--out")
     gen = Generator.from_pretrained(ckpt, args.vqvae)
     cams = orbit_cameras([45.0 * v for v in range(8)], [20.0] * 8) if args.views else None
+    marching = args.mesher == "marching-cubes"
     res = gen.generate(text=args.text, image=args.image, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
-                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, cameras=cams, mesh=True,
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, cameras=cams, mesh=marching,
                        mesh_resolution=args.mesh_resolution)
-    mesh = res.meshes[0]
+    if marching:
+        mesh = res.meshes[0]
+    else:  # Generator.generate meshes by marching cubes; the other mesher runs on its decoded planes
+        import time
+
+        from .meshing import extract_mesh
+
+        start = time.perf_counter()
+        try:
+            mesh = extract_mesh(gen.vqvae.field, res.planes[:1], gen.vqvae.triplane_settings.num_samples,
+                                args.mesh_resolution, args.mesher)
+        except ValueError:
+            mesh = None
+        res.seconds["mesh"] = time.perf_counter() - start
     if mesh is None:
         raise ValueError("the sampled object has no surface (try another --seed or a larger --cfg)")
     save_mesh(mesh, out)  # .glb: stored +Y up, as glTF says (render.load_mesh reads it back +Z up)
@@ -604,9 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--up", choices=["z", "y"], default="z", help=UP_HELP)
     p.set_defaults(func=_cmd_encode)
 
-    p = sub.add_parser("decode", help="decode a token file to a grid of rendered views")
+    p = sub.add_parser("decode", help="decode a token file to a grid of rendered views and/or a mesh")
     p.add_argument("tokens", help="a token file from `sar3d encode` or `sar3d data tokenize`")
-    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--out", default=None, help="output PNG of the rendered views")
+    p.add_argument("--mesh", default=None, help="also (or only) write the decoded surface as a mesh (.glb, .obj, .ply)")
+    p.add_argument("--mesher", choices=["marching-cubes", "flexicubes"], default=None, help=MESHER_HELP)
+    p.add_argument("--mesh-resolution", type=_int_at_least(2), default=48,
+                   help="mesh grid cells per side of the object box (at least 2; default 48)")
     p.add_argument("--index", type=int, default=0, help="which object of the file (default 0)")
     p.add_argument("--scales", type=_int_at_least(1), default=None, help="decode only the first k scales (default all)")
     p.add_argument("--views", type=_int_at_least(1), default=6, help="orbit views (default 6)")
@@ -807,7 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nucleus sampling mass, in (0, 1] (default 0.5; 1 switches top-p off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mesh-resolution", type=_int_at_least(2), default=48,
-                   help="marching-cubes grid points per side (at least 2; default 48)")
+                   help="mesh grid cells per side of the object box (at least 2; default 48)")
+    p.add_argument("--mesher", choices=["marching-cubes", "flexicubes"], default="marching-cubes", help=MESHER_HELP)
     p.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_generate)
 
