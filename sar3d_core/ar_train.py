@@ -146,13 +146,9 @@ def load_generator(folder) -> tuple[SAR3DTransformer, dict]:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder} has no {name}: not a generator checkpoint "
                                     f"(train one with `sar3d train ar`)")
-    try:
-        meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{folder / CONFIG_NAME} is not valid JSON: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise ValueError(f"{folder / CONFIG_NAME} has format {got!r}, expected {FORMAT!r}")
+    from .checkpoints import read_meta
+
+    meta = read_meta(folder / CONFIG_NAME, FORMAT)
     cfg = SAR3DConfig.from_dict(meta["vqvae_config"])
     settings = TransformerSettings(**meta["settings"])
     model = SAR3DTransformer.from_config(cfg, meta["cond_dim"], meta["cond_token_dim"], meta["condition"],

@@ -356,14 +356,9 @@ class SAR3DCaptioner(nn.Module):
                 hint = f"train it with `{TRAIN_COMMAND}`" if folder.resolve() == DEFAULT_CHECKPOINT else \
                     "train one with `sar3d train captioner`"
                 raise FileNotFoundError(f"{folder} has no {name}: not a captioner checkpoint ({hint})")
-        try:
-            meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{folder / CONFIG_NAME} is not valid JSON: {err}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise ValueError(f"{folder / CONFIG_NAME} has format {got!r}, expected {FORMAT!r}")
-        return meta
+        from .checkpoints import read_meta
+
+        return read_meta(folder / CONFIG_NAME, FORMAT)
 
     @classmethod
     def from_pretrained(cls, folder) -> "SAR3DCaptioner":

@@ -40,6 +40,22 @@ SHIPPED = {
 }
 
 
+def read_meta(path, fmt: str) -> dict:
+    """A checkpoint's ``config.json`` as a dict whose ``"format"`` is ``fmt``; ValueError (one line
+    naming the file) when it is not valid JSON or holds another format."""
+    import json
+
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path} has format {got!r}, expected {fmt!r}")
+    return meta
+
+
 def shipped_path(name: str) -> Path:
     """The folder of shipped checkpoint ``name``; ValueError for an unknown name, FileNotFoundError
     when the folder is not there."""
