@@ -143,6 +143,34 @@ def evaluate_text(gen, data, limit: int = 100, *, featnet=None, seed: int = 0, p
     return result
 
 
+def short_prompts(rounds: int = 1) -> list[tuple[str, str, str]]:
+    """Plain prompts as people type them, one per category and round, the colour varied with both:
+    ``[("a red table", "table", "red"), ...]`` (15 categories x ``rounds``)."""
+    from .world import CATEGORIES, COLOURS, _article
+
+    colours = list(COLOURS)
+    return [(_article(f"a {colours[(5 * i + 3 * r) % len(colours)]} {cat}"), cat, colours[(5 * i + 3 * r) % len(colours)])
+            for r in range(rounds) for i, cat in enumerate(CATEGORIES)]
+
+
+@torch.no_grad()
+def evaluate_short_prompts(gen, rounds: int = 2, *, featnet=None, seed: int = 0, progress: bool = True,
+                           **sampling) -> dict:
+    """Category and colour accuracy of a text generator on ``short_prompts(rounds)``: one sample per
+    prompt, judged by the feature network from the two ``eval_cameras`` views."""
+    from .features import attribute_accuracy, load_default
+
+    featnet = featnet or load_default()
+    prompts = short_prompts(rounds)
+    out = generate_for_captions(gen, [p for p, _, _ in prompts], seed=seed, progress=progress, **sampling)
+    images = out["views"].flatten(0, 1)
+    labels = [{"category": c, "colour": k} for _, c, k in prompts for _ in EVAL_AZIMUTHS]
+    acc = attribute_accuracy(featnet, images, labels)
+    return {"prompts": len(prompts), "category_accuracy": acc.get("category"), "colour_accuracy": acc.get("colour"),
+            "feature_network": featnet.config.name, "generator": gen.name, "sampling": sampling,
+            "examples": [p for p, _, _ in prompts[:5]]}
+
+
 @torch.no_grad()
 def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = True, featnet=None) -> dict:
     """The generator's ceiling: COV / MMD-CD of the VQVAE's own reconstructions of the test
@@ -819,6 +847,7 @@ def main(argv=None) -> dict:
         gen = Generator.from_pretrained(folder)
         r = evaluate_text(gen, a.data, a.limit, featnet=featnet, cfg=a.cfg)
         r["vqvae_ceiling"] = reconstruction_reference(gen.vqvae, a.data, a.limit, featnet=featnet)
+        r["short_prompts"] = evaluate_short_prompts(gen, featnet=featnet, cfg=a.cfg)
         out[key] = r
         print(key, json.dumps({k: v for k, v in r.items() if k != "protocol"}, default=str))
     gen = Generator.from_pretrained(a.image)

@@ -77,19 +77,21 @@ def encode_conditions(encoder, condition: str, captions=None, images=None, batch
 class ARDataset(torch.utils.data.Dataset):
     """Token sequences with their teacher-forcing inputs and condition features, in memory."""
 
-    def __init__(self, sequence_NL: torch.Tensor, teacher_NlC: torch.Tensor, cond: dict):
+    def __init__(self, sequence_NL: torch.Tensor, teacher_NlC: torch.Tensor, cond: dict, forms: int = 1):
         n = sequence_NL.shape[0]
-        if not (teacher_NlC.shape[0] == cond["pooled"].shape[0] == n):
-            raise ValueError("sequences, teacher inputs and conditions need one row per object")
-        self.seq, self.teacher = sequence_NL.long(), teacher_NlC.float()
+        if not (teacher_NlC.shape[0] == n and cond["pooled"].shape[0] == n * forms):
+            raise ValueError("sequences, teacher inputs and conditions need one row per object (times `forms`)")
+        self.seq, self.teacher, self.forms = sequence_NL.long(), teacher_NlC.float(), forms
         self.pooled, self.tokens, self.mask = cond["pooled"], cond["tokens"], cond["mask"]
 
     def __len__(self) -> int:
         return self.seq.shape[0]
 
     def __getitem__(self, i: int) -> dict:
-        return {"seq": self.seq[i], "teacher": self.teacher[i], "pooled": self.pooled[i],
-                "tokens": self.tokens[i], "mask": self.mask[i]}
+        # an object with several prompt forms is seen with one of them, drawn anew each time
+        j = i * self.forms + (int(torch.randint(self.forms, ())) if self.forms > 1 else 0)
+        return {"seq": self.seq[i], "teacher": self.teacher[i], "pooled": self.pooled[j],
+                "tokens": self.tokens[j], "mask": self.mask[j]}
 
 
 @torch.no_grad()
@@ -167,12 +169,30 @@ def load_generator(folder) -> tuple[SAR3DTransformer, dict]:
 
 
 # ------------------------------------------------------------------------------ training
+def text_prompts(captions, seeds, prompt_forms: bool = True) -> tuple[list, int]:
+    """The prompts a text-conditioned generator trains on: ``(flat list, forms per object)``.
+    With ``prompt_forms`` and procedural objects (every seed >= 0), each object brings its caption
+    and the world's other forms of it (``world.prompt_forms``: "a red chair", "red armchair", ...),
+    so short prompts as people type them are in distribution; otherwise one caption per object."""
+    if not prompt_forms or any(int(s) < 0 for s in seeds):
+        return list(captions), 1
+    from .world import prompt_forms as forms_of
+
+    forms = [forms_of(int(s)) for s in tqdm(seeds, desc="prompt forms", unit="obj", leave=False)]
+    if any(f[0] != c for f, c in zip(forms, captions)):
+        raise ValueError("the token file's captions are not the procedural world's captions of its seeds "
+                         "(made by another version of the world?): retokenize, or train with prompt_forms=False")
+    return [p for f in forms for p in f], len(forms[0])
+
+
 def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: TrainConfig, next_token: bool = False,
-             settings: TransformerSettings | None = None, resume: bool = False, export=None) -> dict:
+             settings: TransformerSettings | None = None, resume: bool = False, export=None,
+             prompt_forms: bool = True) -> dict:
     """Train a generator on a token file (``sar3d data tokenize``) of the data set ``data``.
 
     ``vqvae``: the ``SAR3DVQVAE`` that made the tokens (its quantizer builds the teacher inputs);
-    ``encoder``: the frozen ``conditioning.ConditionEncoder``. Returns a summary.
+    ``encoder``: the frozen ``conditioning.ConditionEncoder``; ``prompt_forms``: text models also
+    see each object's short prompts and a paraphrase (``text_prompts``). Returns a summary.
     """
     from .tokens import load_tokens
 
@@ -183,14 +203,16 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
         raise ValueError(f"the next-token baseline reads tokens of a single-scale VQVAE, this one has scales "
                          f"{list(vqvae.cfg.scales)} (train one with `sar3d train vqvae --single-scale`)")
     seq = loaded["sequence"]
+    forms = 1
     if condition == "text":
-        cond = encode_conditions(encoder, "text", captions=loaded["caption"])
+        prompts, forms = text_prompts(loaded["caption"], loaded["seed"], prompt_forms)
+        cond = encode_conditions(encoder, "text", captions=prompts)
     else:
         cond = encode_conditions(encoder, "image", images=condition_images(data, len(seq), CONDITION_VIEW,
                                                                            size=vqvae.cfg.image_size))
     model = SAR3DTransformer.from_config(vqvae.cfg, cond["pooled"].shape[1], cond["tokens"].shape[2], condition,
                                          settings, next_token)
-    dataset = ARDataset(seq, teacher_inputs(model, vqvae.quantizer, seq), cond)
+    dataset = ARDataset(seq, teacher_inputs(model, vqvae.quantizer, seq), cond, forms)
     t_data = time.perf_counter() - t0
     if is_main_process():
         print(f"data: {len(dataset)} sequences of {model.seq_len} tokens from {tokens_path}; condition features of "
@@ -202,6 +224,7 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
     t_train = time.perf_counter() - t1
     summary = {"steps": train_cfg.steps, "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1),
                "condition": condition, "next_token": next_token, "condition_encoder": cond["name"],
+               "prompt_forms_per_object": forms,
                "parameters": model.num_parameters(), "final": rows[-1] if rows else None}
     if is_main_process():  # one writer under DDP: the ranks hold the same weights
         if export:

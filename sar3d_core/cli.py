@@ -413,9 +413,10 @@ def _cmd_train_ar(args) -> None:
     settings = dataclasses.replace(settings, **sizes)
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device,
-                            weight_decay=args.weight_decay)
+                            weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                            lr_decay_from=args.lr_decay_from, lr_final=args.lr_final)
     train_ar(args.tokens, args.data, vqvae, encoder, args.cond, train_cfg, next_token=args.next_token,
-             settings=settings, resume=args.resume, export=args.export)
+             settings=settings, resume=args.resume, export=args.export, prompt_forms=not args.captions_only)
     if args.export:
         print(f"exported the generator to {args.export}")
 
@@ -800,6 +801,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_int_at_least(1), default=32, help="sequences per step and process")
     t.add_argument("--lr", type=_float_in(0, low_open=True), default=5e-4)
     t.add_argument("--weight-decay", type=_float_in(0), default=0.05)
+    t.add_argument("--grad-clip", type=_float_in(0), default=2.0, help="max gradient norm (official: 2; 0: off)")
+    t.add_argument("--lr-decay-from", type=_float_in(0, 1), default=0.0,
+                   help="fraction of the steps after which the learning rate falls linearly (default 0: from the "
+                        "start, as the official recipe; 1: constant)")
+    t.add_argument("--lr-final", type=_float_in(0), default=0.1,
+                   help="the learning rate at the last step, as a multiple of --lr (default 0.1, the official)")
+    t.add_argument("--captions-only", action="store_true",
+                   help="text models: train on the one caption per object, not on the world's short prompts too")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/ar_text_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
     t.add_argument("--ckpt-every", type=_int_at_least(1), default=500)

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 HUB_TEXT, HUB_IMAGE = "openai/clip-vit-large-patch14", "facebook/dinov2-large"
 TINY_CLIP_FOLDER = Path(__file__).resolve().parent.parent / "data_samples" / "tiny_clip"
-TINY_CLIP_NAME = "sar3d-tiny-clip-v1 (procedural renders and captions, 64 px)"
+TINY_CLIP_NAME = "sar3d-tiny-clip-v2 (procedural renders, captions and short prompts, 64 px)"
 TRAIN_COMMAND = "python -m sar3d_core.conditioning --out data_samples/tiny_clip"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # DINOv2's normalisation
@@ -346,13 +346,43 @@ def clip_retrieval(model, tokenizer, captions, images_N3HW, mean=CLIP_MEAN, std=
     return out
 
 
+def _string_ids(strings) -> list:
+    """One integer per string, equal for equal strings: ["a", "b", "a"] -> [0, 1, 0]."""
+    seen = {}
+    return [seen.setdefault(s, len(seen)) for s in strings]
+
+
+@torch.no_grad()
+def short_prompt_retrieval(model, tokenizer, objects, images_N3HW, mean=CLIP_MEAN, std=CLIP_STD) -> dict:
+    """Does the text tower place a short prompt next to the right renders? For every distinct
+    "a <colour> <category>" among ``objects``, the nearest render (cosine) is a hit when its object
+    has that category (and colour). Chance is the share of renders of that category (and colour)."""
+    model.eval()
+    prompts = sorted({f"a {o.attributes['colour']} {o.category}" for o in objects})
+    enc = tokenizer([p.replace("a orange", "an orange") for p in prompts], padding="max_length", truncation=True,
+                    return_tensors="pt")
+    x = images_N3HW.float() / 255 if images_N3HW.dtype == torch.uint8 else images_N3HW.float()
+    x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=x)
+    best = out.logits_per_text.argmax(1)  # (P,): the nearest render of each prompt
+    cat = [p.split()[-1] for p in prompts]
+    col = [p.split()[1] for p in prompts]
+    hits_cat = [objects[int(b)].category == c for b, c in zip(best, cat)]
+    hits_both = [h and objects[int(b)].attributes["colour"] == k for h, b, k in zip(hits_cat, best, col)]
+    return {"prompts": len(prompts), "category_top1": sum(hits_cat) / len(prompts),
+            "category_and_colour_top1": sum(hits_both) / len(prompts),
+            "chance_category": 1 / len({o.category for o in objects})}
+
+
 def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views: int = 4, epochs: int = 10,
                     seed: int = 0, batch_size: int = 128, lr: float = 1e-3, threads: int = 2, eval_count: int = 100,
-                    max_length: int = 32, progress: bool = True):
+                    max_length: int = 32, progress: bool = True, prompt_forms: bool = True):
     """Train a ``CLIPModel`` contrastively (InfoNCE, learnable temperature, AdamW, one-cycle schedule) on
     renders of train-split objects and their captions; save it with its tokenizer, image processor
     and ``metrics.json`` (text <-> image retrieval among ``eval_count`` test-split objects).
 
+    With ``prompt_forms`` each object is seen with its caption or one of the world's other forms
+    of it (``ProceduralObject.prompts``), drawn per step; equal prompts in a batch are not negatives.
     The renders are the feature network's (``features.training_renders``: the first ``num_objects``
     train and val objects from ``views`` random views, rendered once and cached), of which only
     the train-split objects are used: the val and test captions stay unseen."""
@@ -371,10 +401,14 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
     images = images.view(num_objects, views, 3, 64, 64)[keep]  # (N, V, 3, 64, 64) uint8
     render_s, N = time.perf_counter() - t0, len(keep)
     torch.set_num_threads(threads)
-    captions = [o.caption for o in objects]
+    # every object with its caption and the world's other forms of it ("a red chair", a paraphrase, ...)
+    forms = [[o.caption, *o.prompts] for o in objects] if prompt_forms else [[o.caption] for o in objects]
+    K = len(forms[0])
+    captions = [p for f in forms for p in f]  # (N * K,)
     tokenizer = build_tokenizer(caption_vocabulary(captions), max_length)
     n_long = sum(len(ids) > max_length for ids in tokenizer(captions, verbose=False)["input_ids"])
     enc = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
+    text_id = torch.tensor(_string_ids(captions))  # equal prompts share an id
     model = CLIPModel(tiny_clip_config(len(tokenizer), max_length))
     print(f"{TINY_CLIP_NAME}: {sum(p.numel() for p in model.parameters())} parameters, vocabulary "
           f"{len(tokenizer)}, {N} train objects x {views} views ({render_s:.0f} s), "
@@ -388,15 +422,20 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
     model.train()
     for epoch in range(epochs):
         order, view = torch.randperm(N, generator=g), torch.randint(views, (N,), generator=g)
+        form = torch.randint(K, (N,), generator=g)
         bar = tqdm(range(per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
         for i in bar:  # one view per object and batch: no second positive among the negatives
             idx = order[i * batch_size:(i + 1) * batch_size]
+            rows = idx * K + form[idx]  # one prompt form per object
             x = (augment(images[idx, view[idx]].float() / 255, g) - mean_3) / std_3
             # logits_tv = exp(s) cos(text_t, image_v), s the learnable log inverse temperature; InfoNCE both ways:
             # L = 1/2 [CE(logits, diag) + CE(logits^T, diag)]
-            logits_BB = model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx],
+            logits_BB = model(input_ids=enc["input_ids"][rows], attention_mask=enc["attention_mask"][rows],
                               pixel_values=x).logits_per_text
             target = torch.arange(len(idx))
+            # two objects with the same short prompt ("a red chair") are not each other's negatives
+            same_BB = (text_id[rows][:, None] == text_id[rows][None, :]) & ~torch.eye(len(idx), dtype=torch.bool)
+            logits_BB = logits_BB.masked_fill(same_BB, float("-inf"))
             loss = (F.cross_entropy(logits_BB, target) + F.cross_entropy(logits_BB.T, target)) / 2
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -411,6 +450,7 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
     test_images = render_objects(test, 1, seed + 1, 64, progress=progress, desc="test renders")
     torch.set_num_threads(threads)
     retrieval = clip_retrieval(model, tokenizer, [o.caption for o in test], test_images)
+    short = short_prompt_retrieval(model, tokenizer, test, test_images)
     out = Path(out_folder)
     model.save_pretrained(out)  # config.json + model.safetensors
     tokenizer.save_pretrained(out)
@@ -421,10 +461,11 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
                "parameters": sum(p.numel() for p in model.parameters()), "vocabulary": len(tokenizer),
                "train_objects": N, "views_per_object": views, "captions_truncated": n_long,
                "render_seconds": round(first_render_s or render_s), "train_seconds": round(train_s),
-               "final_loss": round(loss.item(), 4),
+               "prompt_forms_per_object": K, "final_loss": round(loss.item(), 4),
                "temperature": round(1 / model.logit_scale.exp().item(), 4),
                "retrieval": {"test_objects": eval_count, "chance_top1": 1 / eval_count, "chance_top5": 5 / eval_count,
-                             **{k: round(v, 4) for k, v in retrieval.items()}}}
+                             **{k: round(v, 4) for k, v in retrieval.items()}},
+               "short_prompts": {k: round(v, 4) if isinstance(v, float) else v for k, v in short.items()}}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     print(json.dumps(metrics, indent=1))
     torch.set_num_threads(threads_before)

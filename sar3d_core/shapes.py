@@ -320,6 +320,7 @@ class ProceduralObject:
     yaw: float = 0.0
     z_range: tuple = (FLOOR_Z, FLOOR_Z + EXTENT)  # world heights of the bottom and the top (for gradients)
     palette: tuple = field(default=None, repr=False)
+    prompts: tuple = ()  # the caption's other forms: short prompts as people type them and a paraphrase
 
     def _to_model(self, p_N3):
         """World -> model coordinates, ``m = Rz(yaw)^T (p - offset) / scale``, as three (N,) tensors."""

@@ -462,8 +462,31 @@ def _caption(rng, look, colour, secondary, pattern, finish):
     else:  # "red and white striped table, tall, with four legs"
         head = _pick(rng, _COLOUR_BEFORE_NOUN[pattern]).format(**fill) + " " + noun + accent
         text = ", ".join([head] + before + ([_join(after)] if after else []))
-    text = re.sub(r"\b([Aa]) (?=[aeiou])(?!one)", r"\1n ", text)  # "a orange" -> "an orange"
+    text = _article(text)
     return text[0].upper() + text[1:] if rng.random() < 0.5 else text
+
+
+def _article(text):
+    return re.sub(r"\b([Aa]) (?=[aeiou])(?!one)", r"\1n ", text)  # "a orange" -> "an orange"
+
+
+def _prompts(rng, look, colour, secondary, pattern, finish):
+    """The other ways people describe the object: ``("a red chair", "red armchair",
+    "a red and white striped chair", "a chair", <a paraphrase of the full sentence>)``.
+    Drawn from their own generator, so the object and its caption do not change."""
+    fill = {"c": colour, "c2": secondary}
+    forms = [f"a {colour} {_pick(rng, look['nouns'])}", f"{colour} {_pick(rng, look['nouns'])}",
+             f"a {_pick(rng, _COLOUR_BEFORE_NOUN[pattern]).format(**fill)} {_pick(rng, look['nouns'])}",
+             f"a {_pick(rng, look['nouns'])}"]
+    forms = [_article(f) for f in forms]
+    forms = [f[0].upper() + f[1:] if rng.random() < 0.3 else f for f in forms]
+    return tuple(forms) + (_caption(rng, look, colour, secondary, pattern, finish),)
+
+
+def prompt_forms(seed: int) -> list:
+    """Every prompt the world writes for one object: its caption first, then ``ProceduralObject.prompts``."""
+    obj = make_object(seed)
+    return [obj.caption, *obj.prompts]
 
 
 # ------------------------------------------------------------------ the world: objects and splits
@@ -524,6 +547,7 @@ def make_object(seed: int) -> ProceduralObject:
     parts, shape, look = _BUILDERS[category](rng)
     yaw = math.radians(rng.uniform(-30.0, 30.0))
     caption = _caption(rng, look, colour, secondary, pattern, finish)
+    prompts = _prompts(np.random.default_rng([seed, 0xC0DE]), look, colour, secondary, pattern, finish)
 
     # scale to the largest extent EXTENT, centre in x and y, stand on FLOOR_Z
     lo, hi = _bounds(parts, yaw)
@@ -534,7 +558,7 @@ def make_object(seed: int) -> ProceduralObject:
     return ProceduralObject(seed, category, attributes, caption, split, FINISHES[finish], parts=parts,
                             scale=scale, offset=tuple(float(o) for o in offset), yaw=yaw,
                             z_range=(FLOOR_Z, FLOOR_Z + scale * float(hi[2] - lo[2])),
-                            palette=_palette(parts, look, colour, secondary, pattern))
+                            palette=_palette(parts, look, colour, secondary, pattern), prompts=prompts)
 
 
 def objects_in_split(split: str, count: int, start: int = 0) -> list:
