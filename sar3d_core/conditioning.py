@@ -248,7 +248,7 @@ class ConditionEncoder(nn.Module):
         folder = Path(folder)
         if not (folder / "model.safetensors").is_file():
             raise FileNotFoundError(f"the tiny CLIP {folder} is missing: train it with `{TRAIN_COMMAND}` "
-                                    f"(about 15 minutes on 2 CPU cores)")
+                                    f"(about 10 minutes on 2 CPU cores)")
         where = "" if folder.resolve() == TINY_CLIP_FOLDER else f" from {folder}"
         return cls(folder, folder, f"{TINY_CLIP_NAME}: text tower{where}", f"{TINY_CLIP_NAME}: vision tower{where}")
 
@@ -374,7 +374,7 @@ def short_prompt_retrieval(model, tokenizer, objects, images_N3HW, mean=CLIP_MEA
             "chance_category": 1 / len({o.category for o in objects})}
 
 
-def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views: int = 4, epochs: int = 10,
+def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views: int = 4, epochs: int = 60,
                     seed: int = 0, batch_size: int = 128, lr: float = 1e-3, threads: int = 2, eval_count: int = 100,
                     max_length: int = 32, progress: bool = True, prompt_forms: bool = True):
     """Train a ``CLIPModel`` contrastively (InfoNCE, learnable temperature, AdamW, one-cycle schedule) on
@@ -478,7 +478,7 @@ def main(argv=None) -> None:
     p.add_argument("--objects", type=int, default=3000,
                    help="first train and val objects of the shared render set; the train ones are used (default 3000)")
     p.add_argument("--views", type=int, default=4, help="random views per object (default 4)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
