@@ -2,9 +2,11 @@
 # Retrain every shipped generator on the tokens of the tiny preset's VQVAE
 # (data_samples/vqvae_tiny_lift), one after another on the 2-core CPU, each step timed:
 #   text-to-3D (next-scale), image-to-3D (next-scale), the single-scale VQVAE of the
-#   next-token baseline (fine-tuned from vqvae_tiny_lift), its tokens, the next-token baseline.
-# Usage: benchmarks/retrain_generators.sh [STEP ...]   (steps: tokens text image single next_token;
-# default all). Logs: runs/retrain/<step>.log; wall times: runs/retrain/times.txt.
+#   next-token baseline (fine-tuned from vqvae_tiny_lift), its tokens, the next-token baseline,
+#   the captioner (SAR3D-LLM, stages 0-2) on the same tokens; text_long: the text model for 3500
+#   steps instead of 2000 (the training-length ablation).
+# Usage: benchmarks/retrain_generators.sh [STEP ...]   (steps: tokens text image single next_token
+# captioner text_long; default: tokens text image single next_token captioner). Logs: runs/retrain/<step>.log; wall times: runs/retrain/times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -23,7 +25,7 @@ run() {  # run NAME CMD...: time one step, keep its log
   tail -1 runs/retrain/times.txt
 }
 
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(tokens text image single next_token)
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(tokens text image single next_token captioner)
 for s in "${steps[@]}"; do
   case $s in
     tokens) run tokens .venv/bin/sar3d data tokenize "$DATA" --out "$TOKENS" --checkpoint data_samples/vqvae_tiny_lift ;;
@@ -38,6 +40,11 @@ for s in "${steps[@]}"; do
                   --checkpoint data_samples/vqvae_single_scale_lift
                 run next_token "${TRAIN[@]}" ar --cond text --next-token --tokens "$TOKENS1" "${AR[@]}" --steps 2000 \
                   --out runs/ar_text_next_token_lift --export runs/ar_text_next_token_lift_export ;;
+    captioner) run captioner "${TRAIN[@]}" captioner --tokens "$TOKENS" --data "$DATA" --threads 1 --batch-size 16 \
+                 --steps 300 300 1200 --lr 2e-3 2e-3 1e-3 --position-embedding \
+                 --out runs/captioner_tiny --export data_samples/captioner_tiny ;;
+    text_long) run text_long "${TRAIN[@]}" ar --cond text --tokens "$TOKENS" "${AR[@]}" --steps 3500 \
+                 --out runs/ar_text_lift_3500 --export runs/ar_text_lift_3500_export ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done

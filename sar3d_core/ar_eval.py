@@ -201,9 +201,10 @@ def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = Tru
 
 @torch.no_grad()
 def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: int = 25, progress: bool = True,
-                   **sampling) -> dict:
+                   supersample: int = 2, **sampling) -> dict:
     """PSNR of the novel views 6-11 against the ground truth, conditioned on the chunk view the
-    generator was trained with (``condition_view`` in its config)."""
+    generator was trained with (``condition_view`` in its config). The samples are rendered
+    anti-aliased (``supersample`` x ``supersample`` rays per pixel) as the data's targets are."""
     from .data import MultiViewDataset
 
     view = gen.meta.get("condition_view", 0)  # checkpoints from before the field was recorded used view 0
@@ -219,11 +220,11 @@ def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: in
         t_sample += time.perf_counter() - t0
         planes = gen.vqvae.decode_tokens(tokens)
         c = torch.stack([mv.c[novel] for mv in mvs])
-        rgb = gen.vqvae.render(planes, c, chunk=8192)["rgb"].clamp(0, 1)
+        rgb = gen.vqvae.render(planes, c, chunk=8192, supersample=supersample)["rgb"].clamp(0, 1)
         for b, mv in enumerate(mvs):
             scores.append(float(psnr(rgb[b], mv.rgb[novel]).mean()))
     return {"objects": n, "psnr_novel": float(np.mean(scores)), "psnr_std": float(np.std(scores)),
-            "generator": gen.name, "condition_encoder": gen.encoder.name,
+            "supersample": supersample, "generator": gen.name, "condition_encoder": gen.encoder.name,
             "sampling": sampling, "sample_seconds_per_object": t_sample / n}
 
 

@@ -7,11 +7,13 @@ model) into features once, before the first step. What remains per step is one
 teacher-forced pass (``SAR3DTransformer.teacher_input`` + ``forward``) and the cross-entropy
 over all ``L`` tokens, with 10% of the conditions dropped to the learned null condition.
 
-* **Condition image** (image model): view 1 of the object's chunk (an input view of the
-  chunk layout, ``cameras.CHUNK_LAYOUT``: azimuth 60, elevation 7 degrees; view 0 looks
-  straight down and shows little of most objects), the same view at training and test time,
-  recorded in the checkpoint as ``condition_view``. The paper conditions on one rendered view
-  too; the novel views 6-11 are kept for the PSNR target (``ar_eval``).
+* **Condition image** (image model): one of the side views 1-5 of the object's chunk (the
+  input views of ``cameras.CHUNK_LAYOUT``; view 0 looks straight down and shows little of most
+  objects), drawn anew each step as the paper's random view (``TRAIN_CONDITION_VIEWS``); at
+  test time view 1 (azimuth 60, elevation 7 degrees), recorded in the checkpoint as
+  ``condition_view``. The novel views 6-11 are kept for the PSNR target (``ar_eval``).
+* **Text** (text model): each object's caption or one of the world's shorter forms of it
+  ("a red chair", ``world.prompt_forms``), drawn anew each step (``text_prompts``).
 * **Next-token baseline** (``next_token=True``): the same trainer over the tokens of the
   single-scale VQVAE (one 8x8 scale per plane, raster order), with a causal mask.
 
@@ -41,20 +43,23 @@ from .transformer import CONDITIONS, SAR3DTransformer, TransformerSettings
 
 FORMAT = "sar3d-ar/1"
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
-CONDITION_VIEW = 1  # the chunk view an image-conditioned model sees (see the module doc)
+CONDITION_VIEW = 1  # the chunk view an image-conditioned model sees at test time (see the module doc)
+TRAIN_CONDITION_VIEWS = (1, 2, 3, 4, 5)  # the side views of the chunk's input layout: one drawn per step
 
 
 # ------------------------------------------------------------------------------ data
-def condition_images(data, count: int, view: int = CONDITION_VIEW, size: int | None = None) -> torch.Tensor:
-    """View ``view`` of the first ``count`` objects of a data set folder: ``(N, 3, H, W)`` in [0, 1]."""
+def condition_images(data, count: int, view=CONDITION_VIEW, size: int | None = None) -> torch.Tensor:
+    """View ``view`` of the first ``count`` objects of a data set folder: ``(N, 3, H, W)`` in [0, 1];
+    with a tuple of views, ``(N * len(views), 3, H, W)``, object-major."""
     from .data import MultiViewDataset
 
     ds = MultiViewDataset(data, size=size)
     if len(ds) < count:
         raise ValueError(f"{data} holds {len(ds)} objects, fewer than the {count} of the token file: "
                          f"give the data set the tokens were made from")
-    return torch.stack([ds.read(i).rgb[view] for i in tqdm(range(count), desc="condition images", unit="obj",
-                                                             leave=False)])
+    views = [view] if isinstance(view, int) else list(view)
+    return torch.cat([ds.read(i).rgb[views] for i in tqdm(range(count), desc="condition images", unit="obj",
+                                                          leave=False)])
 
 
 @torch.no_grad()
@@ -208,7 +213,8 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
         prompts, forms = text_prompts(loaded["caption"], loaded["seed"], prompt_forms)
         cond = encode_conditions(encoder, "text", captions=prompts)
     else:
-        cond = encode_conditions(encoder, "image", images=condition_images(data, len(seq), CONDITION_VIEW,
+        forms = len(TRAIN_CONDITION_VIEWS)  # a random view per step, as the paper; tested on CONDITION_VIEW
+        cond = encode_conditions(encoder, "image", images=condition_images(data, len(seq), TRAIN_CONDITION_VIEWS,
                                                                            size=vqvae.cfg.image_size))
     model = SAR3DTransformer.from_config(vqvae.cfg, cond["pooled"].shape[1], cond["tokens"].shape[2], condition,
                                          settings, next_token)
@@ -232,6 +238,7 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
                            {"training": {k: v for k, v in summary.items() if k != "final"},
                             "tokens": str(tokens_path), "vqvae_checkpoint": loaded["checkpoint"],
                             "vqvae_fingerprint": fingerprint,
-                            **({"condition_view": CONDITION_VIEW} if condition == "image" else {})})
+                            **({"condition_view": CONDITION_VIEW, "train_condition_views": list(TRAIN_CONDITION_VIEWS)}
+                               if condition == "image" else {})})
         print("summary " + json.dumps(summary))
     return summary

@@ -66,12 +66,12 @@ PROMPT = "Give a concise interpretation of the 3D data presented here"
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.")  # Vicuna v1.1
 POINT_PATCH, POINT_START, POINT_END = "<point_patch>", "<point_start>", "<point_end>"
-# the shipped captioner (estimated from per-step times on 2 busy cores: about 2 min of tokenizing, 20-25 min
-# of training); it reads the tokens of the VQVAE the shipped generators read, so it captions their samples too
+# the shipped captioner; it reads the tokens of the default VQVAE (data_samples/vqvae_tiny_lift), the same
+# token file the generators train on, so it captions their samples too
 TRAIN_COMMAND = (
-    "sar3d data tokenize ~/.cache/sar3d/proc_train_64 --out ~/.cache/sar3d/captioner/train_tokens.npz "
-    "--checkpoint data_samples/vqvae_tiny_colour && OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 "
-    "-m sar3d_core.cli train captioner --tokens ~/.cache/sar3d/captioner/train_tokens.npz "
+    "sar3d data tokenize ~/.cache/sar3d/proc_train_64 --out ~/.cache/sar3d/ar/train_tokens_lift.npz "
+    "--checkpoint data_samples/vqvae_tiny_lift && OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 "
+    "-m sar3d_core.cli train captioner --tokens ~/.cache/sar3d/ar/train_tokens_lift.npz "
     "--data ~/.cache/sar3d/proc_train_64 --threads 1 --batch-size 16 --steps 300 300 1200 --lr 2e-3 2e-3 1e-3 "
     "--position-embedding --out runs/captioner_tiny --export data_samples/captioner_tiny")
 

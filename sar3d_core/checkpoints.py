@@ -25,12 +25,11 @@ class Shipped:
 
 
 SHIPPED = {
-    "vqvae_tiny_lift": Shipped("vqvae", "the tiny preset's VQVAE: geometric lifting, colour stream and readout, "
-                                        "l2-normalised codes (tutorial 02)"),
-    "vqvae_tiny_colour": Shipped("vqvae", "the VQVAE whose tokens the shipped generators read: colour stream, "
-                                          "no lifting"),
-    "vqvae_tiny": Shipped("vqvae", "the plainest tiny VQVAE: one shared colour and geometry path"),
-    "vqvae_single_scale_tiny": Shipped("vqvae", "one scale at the latent size: the next-token baseline's VQVAE"),
+    "vqvae_tiny_lift": Shipped("vqvae", "the default VQVAE, the tiny preset's: geometric lifting, colour stream and "
+                                        "readout, l2-normalised codes (tutorial 02); the generators read its tokens"),
+    "vqvae_tiny_colour": Shipped("vqvae", "the same without lifting, readout and l2 codes (tutorial 02 compares them)"),
+    "vqvae_single_scale_lift": Shipped("vqvae", "one scale at the latent size, fine-tuned from vqvae_tiny_lift: "
+                                                "the next-token baseline's VQVAE"),
     "ar_text_tiny": Shipped("generator", "next-scale text-to-3D transformer (Sec. 4.2)"),
     "ar_image_tiny": Shipped("generator", "next-scale image-to-3D transformer (Sec. 4.2)"),
     "ar_text_next_token_tiny": Shipped("generator", "the next-token (raster) text-to-3D baseline"),

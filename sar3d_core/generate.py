@@ -29,7 +29,7 @@ DATA_SAMPLES = Path(__file__).resolve().parent.parent / "data_samples"
 DEFAULT_TEXT = DATA_SAMPLES / "ar_text_tiny"
 DEFAULT_IMAGE = DATA_SAMPLES / "ar_image_tiny"
 DEFAULT_NEXT_TOKEN = DATA_SAMPLES / "ar_text_next_token_tiny"
-DEFAULT_SINGLE_SCALE_VQVAE = DATA_SAMPLES / "vqvae_single_scale_tiny"
+DEFAULT_SINGLE_SCALE_VQVAE = DATA_SAMPLES / "vqvae_single_scale_lift"
 
 
 @dataclass

@@ -60,20 +60,14 @@ from .training import TrainConfig, find_checkpoint, is_main_process, load_checkp
 from .triplane import patch_index
 from .vqvae import SAR3DVQVAE
 
-# the default VQVAE: the colour-stream checkpoint (the first one, data_samples/vqvae_tiny, is kept
-# for comparison: the same command without --colour-weight and --extra)
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "vqvae_tiny_colour"
-TRAIN_COMMAND = ("OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train vqvae --preset tiny "
-                 "--threads 1 --batch-size 4 --steps 2500 --gan-start 1600 --colour-weight 1 --extra "
-                 "'{\"triplane\": {\"colour_channels\": 8, \"colour_latent_channels\": 4}, "
-                 "\"encoder\": {\"colour_latent_channels\": 4}}' --out runs/vqvae_tiny_colour "
-                 "--export data_samples/vqvae_tiny_colour")
-# the tiny preset's VQVAE (geometric lifting, colour stream and readout, l2 codes), trained by its command;
-# the best reconstructions shipped. The generators of data_samples/ read DEFAULT_CHECKPOINT's tokens.
-PRESET_CHECKPOINT = DEFAULT_CHECKPOINT.parent / "vqvae_tiny_lift"
+# the default VQVAE: the tiny preset's (geometric lifting, colour stream and readout, l2 codes), made by
+# its command; every shipped generator and the captioner read its tokens. data_samples/vqvae_tiny_colour
+# (colour stream, no lifting) is kept for tutorial 02's comparison.
+PRESET_CHECKPOINT = DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "vqvae_tiny_lift"
 PRESET_TRAIN_COMMAND = ("OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train vqvae "
                         "--preset tiny --threads 1 --batch-size 4 --steps 4500 --gan-start 3000 --lr-decay-from 0.6 "
                         "--lr-final 0.1 --out runs/vqvae_tiny_lift --export data_samples/vqvae_tiny_lift")
+TRAIN_COMMAND = PRESET_TRAIN_COMMAND
 
 
 @dataclass
@@ -437,7 +431,7 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
 
 
 def load_default() -> SAR3DVQVAE:
-    """The shipped tiny VQVAE ``data_samples/vqvae_tiny_colour`` (the colour stream), in eval mode."""
+    """The shipped tiny VQVAE ``data_samples/vqvae_tiny_lift`` (the tiny preset), in eval mode."""
     if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
         raise FileNotFoundError(f"the VQVAE checkpoint {DEFAULT_CHECKPOINT} is missing: train it with `{TRAIN_COMMAND}`")
     return SAR3DVQVAE.from_pretrained(DEFAULT_CHECKPOINT).eval()

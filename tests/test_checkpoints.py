@@ -38,4 +38,4 @@ def test_unknown_or_missing_names_say_what_to_do(monkeypatch, tmp_path):
         load_shipped("vqvae_huge")
     monkeypatch.setattr("sar3d_core.checkpoints.DATA_SAMPLES", tmp_path)
     with pytest.raises(FileNotFoundError, match="missing"):
-        shipped_path("vqvae_tiny")
+        shipped_path("vqvae_tiny_lift")
