@@ -421,6 +421,31 @@ def _cmd_train_ar(args) -> None:
         print(f"exported the generator to {args.export}")
 
 
+def _cmd_train_flexicubes(args) -> None:
+    import torch
+
+    from .flexicubes_train import FlexiCubesSettings, train_flexicubes
+    from .training import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not Path(args.data).expanduser().exists():
+        raise FileNotFoundError(f"--data {args.data}: no such folder (build it with `sar3d data build`)")
+    given = {"resolution": args.resolution, "rays": args.rays, "sdf": args.sdf_weight}
+    settings = FlexiCubesSettings(**{k: v for k, v in given.items() if v is not None})
+    train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device)
+    options = {k: getattr(args, k.lstrip("-").replace("-", "_")) for k in (
+        "--init", "--data", "--steps", "--batch-size", "--lr", "--resolution", "--rays", "--sdf-weight", "--seed",
+        "--out", "--ckpt-every", "--export", "--device", "--threads")}
+    command = " ".join(["sar3d train flexicubes"] + [f"{k} {v}" for k, v in options.items() if v is not None]
+                       + (["--resume"] if args.resume else []))  # recorded in the export's training.json
+    train_flexicubes(args.init, Path(args.data).expanduser(), train_cfg, export=args.export, settings=settings,
+                     resume=args.resume, command=command)
+    if args.export:
+        print(f"exported the FlexiCubes decoder to {args.export}")
+
+
 def _cmd_generate(args) -> None:
     import torch
 
@@ -506,6 +531,9 @@ def _cmd_bench_sampling(args) -> None:
           f"+ {r['pass_ms_per_token']:.3f} ms a token)")
     if nt is not None:
         print(f"  next-token passes: {r['next_token_pass_ms']:.2f} ms each (median)")
+        print(f"  speed-up the passes allow: {r['pass_count_ratio']:.0f}x the passes x {r['pass_cost_ratio']:.2f} the "
+              f"cost of a pass = {r['speedup_bound']:.1f}x; measured {r['speedup']:.1f}x (the rest: work outside "
+              f"the passes, paid per step)")
     stages = ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in r["end_to_end_stages_s"].items())
     print(f"  text -> mesh end to end: {1000 * r['end_to_end_s']:.0f} ms median ({stages})")
     if args.json:
@@ -728,9 +756,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default 1; latency is measured with them)")
     e.add_argument("--json", default=None, metavar="OUT", help="also write the table to this JSON file")
     e.set_defaults(func=_cmd_eval_table1)
+    for name, module, what in (
+            ("vqvae", "vqvae_eval", "reconstruction of a VQVAE checkpoint on a test split: PSNR, IoU, hue, Chamfer, "
+                                    "beside the exact-object oracle (python -m sar3d_core.vqvae_eval)"),
+            ("generation", "ar_eval", "the generators on a test split: attribute accuracy, FID, COV/MMD, short "
+                                      "prompts, image-to-3D PSNR (python -m sar3d_core.ar_eval)")):
+        e = eval_sub.add_parser(name, help=what, add_help=False, description=what)
+        e.add_argument("rest", nargs=argparse.REMAINDER, help="the options of the module (try --help)")
+        e.set_defaults(func=_delegate(module))
 
     p = sub.add_parser("train", help="train a model")
     train_sub = p.add_subparsers(dest="train_command", required=True)
+    t = train_sub.add_parser("clip", help="the tiny CLIP, the offline text and image condition encoder",
+                             add_help=False, description="python -m sar3d_core.conditioning")
+    t.add_argument("rest", nargs=argparse.REMAINDER, help="the options of the module (try --help)")
+    t.set_defaults(func=_delegate("conditioning"))
     t = train_sub.add_parser("featnet", help="the offline feature network for FID/KID and attribute accuracy",
                              description="Train the offline feature network, as python -m sar3d_core.features "
                                          "(same options; an option left out takes that module's default).")
@@ -854,6 +894,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     t.set_defaults(func=_cmd_train_captioner)
 
+    t = train_sub.add_parser("flexicubes", help="FlexiCubes heads and the decoder-only fine-tune (Sec. 4.1, Eq. 9)",
+                             description="Fine-tune a copy of a VQVAE's decoder and field with FlexiCubes heads "
+                                         "(the base VQVAE, its tokens and generators stay unchanged); works under "
+                                         "torchrun (DDP).")
+    t.add_argument("--init", default="data_samples/vqvae_tiny_lift", help="the base VQVAE checkpoint folder")
+    t.add_argument("--data", required=True, help="a built procedural data set folder (sar3d data build)")
+    t.add_argument("--steps", type=_int_at_least(1), default=500)
+    t.add_argument("--batch-size", type=_int_at_least(1), default=4, help="objects per step and process")
+    t.add_argument("--lr", type=_float_in(0, low_open=True), default=1e-4,
+                   help="learning rate (the VQVAE ended its training at 1e-4; the heads learn 10x faster)")
+    t.add_argument("--resolution", type=_int_at_least(2), default=None, help="FlexiCubes grid while training (32)")
+    t.add_argument("--rays", type=_int_at_least(1), default=None, help="rays per object (384)")
+    t.add_argument("--sdf-weight", type=_float_in(0), default=None,
+                   help="weight of the exact-SDF training aid (our addition; 0 turns it off; default 1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="runs/flexicubes_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
+    t.add_argument("--ckpt-every", type=_int_at_least(1), default=100)
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    t.add_argument("--export", default=None, help="write the fine-tuned model here (with training.json)")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    t.set_defaults(func=_cmd_train_flexicubes)
+
     p = sub.add_parser("generate", help="text- or image-to-3D with a trained generator (Sec. 4.2)")
     p.add_argument("--text", type=_prompt, default=None, help="a prompt, e.g. 'a 3D model of a chair coloured red'")
     p.add_argument("--image", default=None, help="a condition image (PNG/JPG, any size, alpha on white)")
@@ -911,7 +974,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# subcommands whose options belong to a module's own main (one implementation, reachable as
+# ``sar3d ...`` and as ``python -m sar3d_core.<module>``); main() hands them the rest of the line
+DELEGATED = {("eval", "vqvae"): "vqvae_eval", ("eval", "generation"): "ar_eval", ("train", "clip"): "conditioning"}
+
+
+def _delegate(module: str):
+    def run(args) -> None:
+        import importlib
+
+        importlib.import_module(f".{module}", __package__).main(args.rest)
+    return run
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for words, module in DELEGATED.items():
+        if tuple(argv[:2]) == words:
+            import importlib
+
+            try:
+                importlib.import_module(f".{module}", __package__).main(argv[2:])
+            except SystemExit as exit_:
+                return int(exit_.code or 0)
+            except (ValueError, OSError, KeyError) as err:
+                print(f"sar3d {' '.join(words)}: error: {' '.join(str(err).split())}", file=sys.stderr)
+                return 2
+            return 0
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
