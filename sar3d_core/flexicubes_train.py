@@ -271,16 +271,18 @@ class SAR3DFlexiCubes(nn.Module):
         return out
 
     @torch.no_grad()
-    def mesh(self, tokens_or_planes, resolution: int = 64):
+    def mesh(self, tokens_or_planes, resolution: int | None = None):
         """A ``trimesh.Trimesh`` of one object with vertex colours (the field's colour at the vertices).
 
         ``tokens_or_planes``: a multi-scale token list (batch of one) of the base VQVAE, or feature
         planes ``(1, 3, F, H, W)`` of *this* model's decoder (``decode_tokens`` / ``decode_fhat``).
+        ``resolution``: grid cells per side, by default the grid the heads were trained on (their
+        deformation and weights are in its cells; a finer grid measured worse, benchmarks/flexicubes_eval.py).
         ValueError for a resolution below 2, several objects, NaN in the SDF or no surface.
         """
         import trimesh
 
-        res = _check_resolution(resolution)
+        res = _check_resolution(self.resolution if resolution is None else resolution)
         planes = self.decode_tokens(tokens_or_planes) if isinstance(tokens_or_planes, (list, tuple)) else tokens_or_planes
         if planes.ndim != 5 or planes.shape[0] != 1 or planes.shape[1] != 3:
             raise ValueError(f"planes have shape {tuple(planes.shape)}: mesh one object at a time (1, 3, F, H, W)")
