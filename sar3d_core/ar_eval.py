@@ -146,11 +146,11 @@ def evaluate_text(gen, data, limit: int = 100, *, featnet=None, seed: int = 0, p
 def short_prompts(rounds: int = 1) -> list[tuple[str, str, str]]:
     """Plain prompts as people type them, one per category and round, the colour varied with both:
     ``[("a red table", "table", "red"), ...]`` (15 categories x ``rounds``)."""
-    from .world import CATEGORIES, COLOURS, _article
+    from .world import CATEGORIES, COLOURS, with_article
 
     colours = list(COLOURS)
-    return [(_article(f"a {colours[(5 * i + 3 * r) % len(colours)]} {cat}"), cat, colours[(5 * i + 3 * r) % len(colours)])
-            for r in range(rounds) for i, cat in enumerate(CATEGORIES)]
+    pairs = [(cat, colours[(5 * i + 3 * r) % len(colours)]) for r in range(rounds) for i, cat in enumerate(CATEGORIES)]
+    return [(with_article(f"a {colour} {cat}"), cat, colour) for cat, colour in pairs]
 
 
 @torch.no_grad()

@@ -32,8 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .config import SAR3DConfig
@@ -153,23 +152,14 @@ def load_generator(folder) -> tuple[SAR3DTransformer, dict]:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder} has no {name}: not a generator checkpoint "
                                     f"(train one with `sar3d train ar`)")
-    from .checkpoints import read_meta
+    from .checkpoints import load_weights, read_meta
 
     meta = read_meta(folder / CONFIG_NAME, FORMAT)
     cfg = SAR3DConfig.from_dict(meta["vqvae_config"])
     settings = TransformerSettings(**meta["settings"])
     model = SAR3DTransformer.from_config(cfg, meta["cond_dim"], meta["cond_token_dim"], meta["condition"],
                                          settings, meta["next_token"])
-    try:
-        tensors = load_file(str(folder / WEIGHTS_NAME))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {err}") from err
-    own = model.state_dict()
-    bad = sorted(set(own) ^ set(tensors)) + sorted(k for k in set(own) & set(tensors)
-                                                    if own[k].shape != tensors[k].shape)
-    if bad:
-        raise ValueError(f"weights in {folder / WEIGHTS_NAME} do not fit its config: {bad[:5]}")
-    model.load_state_dict(tensors)
+    load_weights(model, folder / WEIGHTS_NAME)
     return model.eval(), meta
 
 

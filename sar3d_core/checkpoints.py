@@ -55,6 +55,24 @@ def read_meta(path, fmt: str) -> dict:
     return meta
 
 
+def load_weights(model, path, what: str = "its config") -> None:
+    """Load a ``model.safetensors`` into ``model``; ValueError (one line naming the file) when it is
+    unreadable or its tensors do not match the model's names and shapes (``what`` they should fit)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(tensors)) + sorted(k for k in set(own) & set(tensors)
+                                                    if own[k].shape != tensors[k].shape)
+    if bad:
+        raise ValueError(f"weights in {path} do not fit {what}: {bad[:5]}")
+    model.load_state_dict(tensors)
+
+
 def shipped_path(name: str) -> Path:
     """The folder of shipped checkpoint ``name``; ValueError for an unknown name, FileNotFoundError
     when the folder is not there."""

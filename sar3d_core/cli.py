@@ -756,21 +756,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default 1; latency is measured with them)")
     e.add_argument("--json", default=None, metavar="OUT", help="also write the table to this JSON file")
     e.set_defaults(func=_cmd_eval_table1)
-    for name, module, what in (
-            ("vqvae", "vqvae_eval", "reconstruction of a VQVAE checkpoint on a test split: PSNR, IoU, hue, Chamfer, "
-                                    "beside the exact-object oracle (python -m sar3d_core.vqvae_eval)"),
-            ("generation", "ar_eval", "the generators on a test split: attribute accuracy, FID, COV/MMD, short "
-                                      "prompts, image-to-3D PSNR (python -m sar3d_core.ar_eval)")):
-        e = eval_sub.add_parser(name, help=what, add_help=False, description=what)
-        e.add_argument("rest", nargs=argparse.REMAINDER, help="the options of the module (try --help)")
-        e.set_defaults(func=_delegate(module))
 
     p = sub.add_parser("train", help="train a model")
     train_sub = p.add_subparsers(dest="train_command", required=True)
-    t = train_sub.add_parser("clip", help="the tiny CLIP, the offline text and image condition encoder",
-                             add_help=False, description="python -m sar3d_core.conditioning")
-    t.add_argument("rest", nargs=argparse.REMAINDER, help="the options of the module (try --help)")
-    t.set_defaults(func=_delegate("conditioning"))
+    for (group, name), (module, what) in DELEGATED.items():  # listed here; main() runs them
+        (eval_sub if group == "eval" else train_sub).add_parser(name, help=f"{what} (python -m sar3d_core.{module})")
     t = train_sub.add_parser("featnet", help="the offline feature network for FID/KID and attribute accuracy",
                              description="Train the offline feature network, as python -m sar3d_core.features "
                                          "(same options; an option left out takes that module's default).")
@@ -976,20 +966,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # subcommands whose options belong to a module's own main (one implementation, reachable as
 # ``sar3d ...`` and as ``python -m sar3d_core.<module>``); main() hands them the rest of the line
-DELEGATED = {("eval", "vqvae"): "vqvae_eval", ("eval", "generation"): "ar_eval", ("train", "clip"): "conditioning"}
-
-
-def _delegate(module: str):
-    def run(args) -> None:
-        import importlib
-
-        importlib.import_module(f".{module}", __package__).main(args.rest)
-    return run
+DELEGATED = {
+    ("eval", "vqvae"): ("vqvae_eval", "reconstruction of a VQVAE checkpoint on a test split: PSNR, IoU, hue, "
+                                      "Chamfer, beside the exact-object oracle"),
+    ("eval", "generation"): ("ar_eval", "the generators on a test split: attribute accuracy, FID, COV/MMD, short "
+                                        "prompts, image-to-3D PSNR"),
+    ("train", "clip"): ("conditioning", "the tiny CLIP, the offline text and image condition encoder")}
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    for words, module in DELEGATED.items():
+    for words, (module, _) in DELEGATED.items():
         if tuple(argv[:2]) == words:
             import importlib
 

@@ -359,7 +359,9 @@ def short_prompt_retrieval(model, tokenizer, objects, images_N3HW, mean=CLIP_MEA
     has that category (and colour). Chance is the share of renders of that category (and colour)."""
     model.eval()
     prompts = sorted({f"a {o.attributes['colour']} {o.category}" for o in objects})
-    enc = tokenizer([p.replace("a orange", "an orange") for p in prompts], padding="max_length", truncation=True,
+    from .world import with_article
+
+    enc = tokenizer([with_article(p) for p in prompts], padding="max_length", truncation=True,
                     return_tensors="pt")
     x = images_N3HW.float() / 255 if images_N3HW.dtype == torch.uint8 else images_N3HW.float()
     x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]

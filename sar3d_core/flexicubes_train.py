@@ -318,10 +318,7 @@ class SAR3DFlexiCubes(nn.Module):
         """Load a ``save_pretrained`` folder on top of its base VQVAE ``vqvae`` (default: the one its
         config names, found as ``generate.find_vqvae`` does). ValueError when ``vqvae``'s fingerprint
         is not the recorded one: the decoder copy was fine-tuned for another VQVAE's latents."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from .checkpoints import read_meta
+        from .checkpoints import load_weights, read_meta
 
         folder = Path(folder)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -338,16 +335,7 @@ class SAR3DFlexiCubes(nn.Module):
             raise ValueError(f"{folder} was fine-tuned from the VQVAE {meta['vqvae_checkpoint']!r} (fingerprint "
                              f"{meta['vqvae_fingerprint']}), not from this one ({have}): pass that VQVAE")
         model = cls(vqvae, meta["code_channels"], meta["vqvae_checkpoint"], meta.get("resolution", 32))
-        try:
-            tensors = load_file(str(folder / WEIGHTS_NAME))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {err}") from None
-        own = model.state_dict()
-        bad = sorted(set(own) ^ set(tensors)) + sorted(k for k in set(own) & set(tensors)
-                                                        if own[k].shape != tensors[k].shape)
-        if bad:
-            raise ValueError(f"weights in {folder / WEIGHTS_NAME} do not fit the base VQVAE's decoder and field: {bad[:5]}")
-        model.load_state_dict(tensors)
+        load_weights(model, folder / WEIGHTS_NAME, "the base VQVAE's decoder and field")
         return model.eval()
 
 

@@ -462,12 +462,13 @@ def _caption(rng, look, colour, secondary, pattern, finish):
     else:  # "red and white striped table, tall, with four legs"
         head = _pick(rng, _COLOUR_BEFORE_NOUN[pattern]).format(**fill) + " " + noun + accent
         text = ", ".join([head] + before + ([_join(after)] if after else []))
-    text = _article(text)
+    text = with_article(text)
     return text[0].upper() + text[1:] if rng.random() < 0.5 else text
 
 
-def _article(text):
-    return re.sub(r"\b([Aa]) (?=[aeiou])(?!one)", r"\1n ", text)  # "a orange" -> "an orange"
+def with_article(text: str) -> str:
+    """"a orange mug" -> "an orange mug": "an" before a vowel (not before "one")."""
+    return re.sub(r"\b([Aa]) (?=[aeiou])(?!one)", r"\1n ", text)
 
 
 def _prompts(rng, look, colour, secondary, pattern, finish):
@@ -478,7 +479,7 @@ def _prompts(rng, look, colour, secondary, pattern, finish):
     forms = [f"a {colour} {_pick(rng, look['nouns'])}", f"{colour} {_pick(rng, look['nouns'])}",
              f"a {_pick(rng, _COLOUR_BEFORE_NOUN[pattern]).format(**fill)} {_pick(rng, look['nouns'])}",
              f"a {_pick(rng, look['nouns'])}"]
-    forms = [_article(f) for f in forms]
+    forms = [with_article(f) for f in forms]
     forms = [f[0].upper() + f[1:] if rng.random() < 0.3 else f for f in forms]
     return tuple(forms) + (_caption(rng, look, colour, secondary, pattern, finish),)
 
