@@ -20,7 +20,7 @@ DATA_SAMPLES = Path(__file__).resolve().parent.parent / "data_samples"
 
 @dataclass(frozen=True)
 class Shipped:
-    kind: str  # "vqvae", "generator", "condition_encoder", "feature_net", "captioner"
+    kind: str  # "vqvae", "generator", "condition_encoder", "feature_net", "captioner", "flexicubes"
     what: str  # one line for a learner
 
 
@@ -36,6 +36,8 @@ SHIPPED = {
     "tiny_clip": Shipped("condition_encoder", "the tiny CLIP that encodes prompts and condition images"),
     "feature_net": Shipped("feature_net", "the offline evaluation network: FID/KID features, category and colour"),
     "captioner_tiny": Shipped("captioner", "SAR3D-LLM: captions from the first K-2 scales (Sec. 4.3)"),
+    "flexicubes_tiny": Shipped("flexicubes", "SAR3D-FlexiCubes: vqvae_tiny_lift's decoder fine-tuned with FlexiCubes "
+                                             "heads (Sec. 4.1, Eq. 9); reads the same tokens"),
 }
 
 
@@ -105,6 +107,10 @@ def load_shipped(name: str):
         from .features import FeatureNet
 
         return FeatureNet.from_pretrained(folder).eval()
+    if kind == "flexicubes":
+        from .flexicubes_train import SAR3DFlexiCubes
+
+        return SAR3DFlexiCubes.from_pretrained(folder)
     from .captioner import SAR3DCaptioner
 
     return SAR3DCaptioner.from_pretrained(folder).eval()

@@ -111,8 +111,25 @@ def _cmd_encode(args) -> None:
 
 
 MESH_OUT_SUFFIXES = (".glb", ".obj", ".ply")
-MESHER_HELP = ("surface extractor: marching-cubes (default) or flexicubes (Dual Marching Cubes with unit weights "
-               "on the field's half-opacity surface; no FlexiCubes fine-tune, see sar3d_core.meshing)")
+MESHER_HELP = ("surface extractor: marching-cubes (default) or flexicubes (with the decoder fine-tune made for this "
+               "VQVAE, data_samples/flexicubes_tiny or --flexicubes DIR; Dual Marching Cubes with unit weights on "
+               "the field when there is none)")
+FLEXICUBES_HELP = "a FlexiCubes fine-tune folder for --mesher flexicubes (default: the shipped one, if made for this VQVAE)"
+
+
+def _check_flexicubes_option(args) -> None:
+    """``--flexicubes DIR``: only with ``--mesher flexicubes``, and a checkpoint folder (checked before any model loads)."""
+    if args.flexicubes is None:
+        return
+    if args.mesher != "flexicubes":
+        raise ValueError("--flexicubes DIR goes with --mesher flexicubes")
+    from .checkpoints import read_meta
+    from .flexicubes_train import CONFIG_NAME, FORMAT, WEIGHTS_NAME
+
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (Path(args.flexicubes) / name).is_file():
+            raise FileNotFoundError(f"--flexicubes {args.flexicubes} has no {name}: is it a SAR3DFlexiCubes checkpoint?")
+    read_meta(Path(args.flexicubes) / CONFIG_NAME, FORMAT)
 
 
 def _check_mesh_out(path, option: str = "--mesh") -> Path:
@@ -135,6 +152,7 @@ def _cmd_decode(args) -> None:
         _check_mesh_out(args.mesh)
     elif args.mesher is not None:
         raise ValueError(f"--mesher {args.mesher} needs --mesh FILE")
+    _check_flexicubes_option(args)
     load_tokens(args.tokens)  # a missing or corrupt file fails here, before the model loads
     model, _ = _load_vqvae(args.checkpoint)
     loaded = load_tokens(args.tokens, model.cfg, model.fingerprint())
@@ -163,15 +181,24 @@ def _cmd_decode(args) -> None:
         from .meshing import extract_mesh
         from .render import save_mesh
 
+        from .flexicubes_train import finetune_for
+
         mesher = args.mesher or "marching-cubes"
         start = time.perf_counter()
+        fc = finetune_for(model, args.flexicubes) if mesher == "flexicubes" else None
         with torch.no_grad():
-            planes = model.decode_tokens(tokens, scales)
-        mesh = extract_mesh(model.field, planes, model.triplane_settings.num_samples, args.mesh_resolution, mesher)
+            if fc is not None:
+                mesh = fc.mesh(fc.decode_tokens(tokens, scales), args.mesh_resolution)
+                mesher = f"flexicubes (decoder fine-tune {fc.name})"
+            else:
+                planes = model.decode_tokens(tokens, scales)
+                mesh = extract_mesh(model.field, planes, model.triplane_settings.num_samples, args.mesh_resolution or 48,
+                                    mesher)
+                mesher += " (unit weights, no fine-tune for this VQVAE)" if mesher == "flexicubes" else ""
         seconds = time.perf_counter() - start
         save_mesh(mesh, args.mesh)  # .glb: stored +Y up, as glTF says (render.load_mesh reads it back +Z up)
-        print(f"wrote {args.mesh}: object {args.index} from scales 1..{scales}, {mesher} on {args.mesh_resolution} "
-              f"cells per side, {len(mesh.vertices)} vertices, {len(mesh.faces)} faces ({seconds:.2f} s)")
+        print(f"wrote {args.mesh}: object {args.index} from scales 1..{scales}, {mesher}, {len(mesh.vertices)} "
+              f"vertices, {len(mesh.faces)} faces ({seconds:.2f} s)")
 
 
 def _cmd_data_tokenize(args) -> None:
@@ -431,12 +458,14 @@ def _cmd_train_flexicubes(args) -> None:
         torch.set_num_threads(args.threads)
     if not Path(args.data).expanduser().exists():
         raise FileNotFoundError(f"--data {args.data}: no such folder (build it with `sar3d data build`)")
-    given = {"resolution": args.resolution, "rays": args.rays, "sdf": args.sdf_weight}
+    given = {"resolution": args.resolution, "rays": args.rays, "sdf": args.sdf_weight, "normal": args.normal_weight,
+             "reg": args.reg_weight}
     settings = FlexiCubesSettings(**{k: v for k, v in given.items() if v is not None})
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device)
     options = {k: getattr(args, k.lstrip("-").replace("-", "_")) for k in (
-        "--init", "--data", "--steps", "--batch-size", "--lr", "--resolution", "--rays", "--sdf-weight", "--seed",
+        "--init", "--data", "--steps", "--batch-size", "--lr", "--resolution", "--rays", "--sdf-weight",
+        "--normal-weight", "--reg-weight", "--seed",
         "--out", "--ckpt-every", "--export", "--device", "--threads")}
     command = " ".join(["sar3d train flexicubes"] + [f"{k} {v}" for k, v in options.items() if v is not None]
                        + (["--resume"] if args.resume else []))  # recorded in the export's training.json
@@ -470,31 +499,18 @@ def _cmd_generate(args) -> None:
             raise ValueError(f"--image {args.image} is not a readable PNG/JPEG image "
                              f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     out = _check_mesh_out(args.out, "--out")
+    _check_flexicubes_option(args)
     gen = Generator.from_pretrained(ckpt, args.vqvae)
     cams = orbit_cameras([45.0 * v for v in range(8)], [20.0] * 8) if args.views else None
-    marching = args.mesher == "marching-cubes"
     res = gen.generate(text=args.text, image=args.image, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
-                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, cameras=cams, mesh=marching,
-                       mesh_resolution=args.mesh_resolution)
-    if marching:
-        mesh = res.meshes[0]
-    else:  # Generator.generate meshes by marching cubes; the other mesher runs on its decoded planes
-        import time
-
-        from .meshing import extract_mesh
-
-        start = time.perf_counter()
-        try:
-            mesh = extract_mesh(gen.vqvae.field, res.planes[:1], gen.vqvae.triplane_settings.num_samples,
-                                args.mesh_resolution, args.mesher)
-        except ValueError:
-            mesh = None
-        res.seconds["mesh"] = time.perf_counter() - start
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, cameras=cams, mesh=True,
+                       mesh_resolution=args.mesh_resolution, mesher=args.mesher, flexicubes=args.flexicubes)
+    mesh = res.meshes[0]
     if mesh is None:
         raise ValueError("the sampled object has no surface (try another --seed or a larger --cfg)")
     save_mesh(mesh, out)  # .glb: stored +Y up, as glTF says (render.load_mesh reads it back +Z up)
-    print(f"wrote {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces; generator {res.model}, "
-          f"condition encoder {gen.encoder.name}")
+    print(f"wrote {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces ({res.mesher}); generator "
+          f"{res.model}, condition encoder {gen.encoder.name}")
     if args.views:
         import numpy as np
         from PIL import Image
@@ -687,8 +703,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output PNG of the rendered views")
     p.add_argument("--mesh", default=None, help="also (or only) write the decoded surface as a mesh (.glb, .obj, .ply)")
     p.add_argument("--mesher", choices=["marching-cubes", "flexicubes"], default=None, help=MESHER_HELP)
-    p.add_argument("--mesh-resolution", type=_int_at_least(2), default=48,
-                   help="mesh grid cells per side of the object box (at least 2; default 48)")
+    p.add_argument("--flexicubes", default=None, help=FLEXICUBES_HELP)
+    p.add_argument("--mesh-resolution", type=_int_at_least(2), default=None,
+                   help="mesh grid cells per side of the object box (at least 2; default 48, or the grid a "
+                        "FlexiCubes fine-tune was trained on)")
     p.add_argument("--index", type=int, default=0, help="which object of the file (default 0)")
     p.add_argument("--scales", type=_int_at_least(1), default=None, help="decode only the first k scales (default all)")
     p.add_argument("--views", type=_int_at_least(1), default=6, help="orbit views (default 6)")
@@ -898,6 +916,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rays", type=_int_at_least(1), default=None, help="rays per object (384)")
     t.add_argument("--sdf-weight", type=_float_in(0), default=None,
                    help="weight of the exact-SDF training aid (our addition; 0 turns it off; default 1)")
+    t.add_argument("--normal-weight", type=_float_in(0), default=None,
+                   help="lambda_normal of Eq. 9, on the normals' mean absolute error (default 0.5)")
+    t.add_argument("--reg-weight", type=_float_in(0), default=None,
+                   help="lambda_reg of Eq. 9, on L_dev plus the sign and weight regularisers (default 0.5)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/flexicubes_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
     t.add_argument("--ckpt-every", type=_int_at_least(1), default=100)
@@ -921,9 +943,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=_float_in(0, 1, low_open=True), default=0.5,
                    help="nucleus sampling mass, in (0, 1] (default 0.5; 1 switches top-p off)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mesh-resolution", type=_int_at_least(2), default=48,
-                   help="mesh grid cells per side of the object box (at least 2; default 48)")
+    p.add_argument("--mesh-resolution", type=_int_at_least(2), default=None,
+                   help="mesh grid cells per side of the object box (at least 2; default 48, or the grid a "
+                        "FlexiCubes fine-tune was trained on)")
     p.add_argument("--mesher", choices=["marching-cubes", "flexicubes"], default="marching-cubes", help=MESHER_HELP)
+    p.add_argument("--flexicubes", default=None, help=FLEXICUBES_HELP)
     p.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     p.set_defaults(func=_cmd_generate)
 

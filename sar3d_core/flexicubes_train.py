@@ -196,6 +196,7 @@ class SAR3DFlexiCubes(nn.Module):
         self.base_fingerprint = vqvae.fingerprint()
         self.flexicubes = FlexiCubes()
         self.config = None  # training.train records dataclass configs; ours is in config.json
+        self.name = "untrained FlexiCubes heads"  # the checkpoint folder's name once loaded
 
     @classmethod
     def from_vqvae(cls, vqvae, vqvae_checkpoint: str = "", **kwargs) -> "SAR3DFlexiCubes":
@@ -295,6 +296,30 @@ class SAR3DFlexiCubes(nn.Module):
         colors = np.concatenate([(rgb * 255).round(), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
         return trimesh.Trimesh(verts.cpu().numpy(), out["faces"].cpu().numpy(), vertex_colors=colors, process=False)
 
+    @torch.no_grad()
+    def render(self, planes_13FHW: torch.Tensor, c_V25: torch.Tensor, size: int, resolution: int | None = None,
+               mesh=None) -> dict:
+        """The FlexiCubes mesh of one object seen from cameras ``c (V, 25)`` at ``size`` px, one ray per
+        pixel, as the fine-tune renders it: embree visibility, the field's colour at the hit point,
+        white where a ray misses -> ``rgb (V, 3, H, W)``, ``mask (V, 1, H, W)``, ``mesh``. ``mesh``:
+        one already made by ``mesh`` (else it is made here). ValueError as ``mesh``."""
+        mesh = self.mesh(planes_13FHW, resolution) if mesh is None else mesh
+        c = c_V25.to(planes_13FHW.dtype)
+        V = c.shape[0]
+        origins, dirs = camera_rays(c, size, size)
+        o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+        verts = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64)
+        faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
+        hit, t, _, _ = ray_mesh_hits(verts, faces, o.double(), d.double())
+        rgb = torch.ones(o.shape[0], 3)
+        if hit.any():
+            idx = hit.nonzero()[:, 0]
+            point = (o[idx].double() + t[:, None] * d[idx].double()).to(planes_13FHW.dtype)
+            rgb[idx] = self.field.query(planes_13FHW, point[None])[1][0].clamp(0, 1).float().cpu()
+        rgb = rgb.reshape(V, size, size, 3).permute(0, 3, 1, 2)
+        mask = hit.reshape(V, 1, size, size).float()
+        return {"rgb": rgb, "mask": mask, "mesh": mesh}
+
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, folder, extra: dict | None = None) -> Path:
         """``model.safetensors`` (decoder, field, heads) and ``config.json`` in ``folder``."""
@@ -336,7 +361,25 @@ class SAR3DFlexiCubes(nn.Module):
                              f"{meta['vqvae_fingerprint']}), not from this one ({have}): pass that VQVAE")
         model = cls(vqvae, meta["code_channels"], meta["vqvae_checkpoint"], meta.get("resolution", 32))
         load_weights(model, folder / WEIGHTS_NAME, "the base VQVAE's decoder and field")
+        model.name = folder.name
         return model.eval()
+
+
+DEFAULT_FLEXICUBES = Path(__file__).resolve().parent.parent / "data_samples" / "flexicubes_tiny"
+
+
+def finetune_for(vqvae, folder=None):
+    """The FlexiCubes fine-tune of ``vqvae``: ``folder`` (default the shipped ``flexicubes_tiny``)
+    loaded on top of it, or None when there is none or it was made for another VQVAE (fingerprint).
+    A ``folder`` given explicitly must load: its errors are raised."""
+    if folder is not None:
+        return SAR3DFlexiCubes.from_pretrained(folder, vqvae)
+    if not (DEFAULT_FLEXICUBES / WEIGHTS_NAME).is_file():
+        return None
+    meta = json.loads((DEFAULT_FLEXICUBES / CONFIG_NAME).read_text())
+    if meta.get("vqvae_fingerprint") != vqvae.fingerprint():
+        return None
+    return SAR3DFlexiCubes.from_pretrained(DEFAULT_FLEXICUBES, vqvae)
 
 
 # ---------------------------------------------------------------------------- mesh rendering

@@ -10,7 +10,9 @@ on), the VQVAE (same config as the one whose tokens trained it), and the transfo
    sampling with classifier-free guidance (``sampling``);
 3. ``decode``: Alg. 2 (tokens -> ``f_hat``) and the triplane decoder;
 4. ``render``: volume-rendered views (optional);
-5. ``mesh``: marching cubes on the field (optional; FlexiCubes is a later tutorial).
+5. ``mesh``: a surface (optional): marching cubes on the field, or FlexiCubes (Sec. 4.1) with
+   the decoder fine-tune made for this VQVAE (``flexicubes_train.finetune_for``; Dual Marching
+   Cubes with unit weights on the NeRF field when there is none).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class Generation:
     meshes: list | None  # trimesh.Trimesh per object (None where the field has no surface)
     seconds: dict = field(default_factory=dict)  # per stage
     model: str = ""  # which checkpoints made it
+    mesher: str = ""  # which surface extractor made the meshes (empty: none)
 
     def timing_line(self) -> str:
         total = sum(self.seconds.values())
@@ -146,8 +149,18 @@ class Generator:
     @torch.no_grad()
     def generate(self, text=None, image=None, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
                  top_p: float = 0.5, seed: int = 0, cameras: torch.Tensor | None = None, size: int | None = None,
-                 mesh: bool = False, mesh_resolution: int = 48) -> Generation:
-        """The pipeline of the module doc. ``cameras (V, 25)``: render those views (none if None)."""
+                 mesh: bool = False, mesh_resolution: int | None = None, mesher: str = "marching-cubes",
+                 flexicubes=None) -> Generation:
+        """The pipeline of the module doc. ``cameras (V, 25)``: render those views (none if None).
+
+        ``mesh``: also mesh each object with ``mesher`` (``meshing.MESHERS``) on ``mesh_resolution``
+        cells per side (default 48 for marching cubes, the fine-tune's training grid for FlexiCubes).
+        ``flexicubes``: a FlexiCubes fine-tune folder (default: the shipped one when it was made for
+        this VQVAE, ``flexicubes_train.finetune_for``)."""
+        from .meshing import MESHERS
+
+        if mesher not in MESHERS:
+            raise ValueError(f"mesher {mesher!r} is not one of {', '.join(MESHERS)}")
         seconds = {}
         t = time.perf_counter()
         cond = self.condition(text, image)
@@ -165,20 +178,47 @@ class Generator:
             c = c.expand(planes.shape[0], -1, -1) if c.ndim == 2 else c
             views = self.vqvae.render(planes, c, size, chunk=8192)
             seconds["render"] = time.perf_counter() - t
-        meshes = None
+        meshes, used = None, ""
         if mesh:
-            from .meshing import extract_mesh
-
             t = time.perf_counter()
-            meshes = []
-            for b in range(planes.shape[0]):
-                try:
-                    meshes.append(extract_mesh(self.vqvae.field, planes[b:b + 1],
-                                               self.vqvae.triplane_settings.num_samples, mesh_resolution))
-                except ValueError:
-                    meshes.append(None)
+            meshes, used = self.mesh(tokens, planes, mesh_resolution, mesher, flexicubes)
             seconds["mesh"] = time.perf_counter() - t
-        return Generation(tokens, planes, views, meshes, seconds, self.name)
+        return Generation(tokens, planes, views, meshes, seconds, self.name, used)
+
+    def flexicubes(self, folder=None):
+        """The FlexiCubes fine-tune of this generator's VQVAE (loaded once; None when there is none)."""
+        from .flexicubes_train import finetune_for
+
+        key = str(folder)
+        cache = self.__dict__.setdefault("_flexicubes", {})
+        if key not in cache:
+            cache[key] = finetune_for(self.vqvae, folder)
+        return cache[key]
+
+    @torch.no_grad()
+    def mesh(self, tokens: list, planes: torch.Tensor, resolution: int | None = None,
+             mesher: str = "marching-cubes", flexicubes=None) -> tuple[list, str]:
+        """``(meshes, mesher used)``: a ``trimesh.Trimesh`` per object (None where it has no surface)."""
+        from .meshing import extract_mesh
+
+        fc = self.flexicubes(flexicubes) if mesher == "flexicubes" else None
+        if fc is not None:
+            used = f"FlexiCubes with the decoder fine-tune {fc.name}"
+        elif mesher == "flexicubes":
+            used = "FlexiCubes, unit weights on the NeRF field (no fine-tune for this VQVAE)"
+        else:
+            used = "marching cubes on the NeRF field"
+        meshes = []
+        for b in range(planes.shape[0]):
+            try:
+                if fc is not None:
+                    meshes.append(fc.mesh([t[b:b + 1] for t in tokens], resolution))
+                else:
+                    meshes.append(extract_mesh(self.vqvae.field, planes[b:b + 1], self.vqvae.triplane_settings.num_samples,
+                                               resolution or 48, mesher))
+            except ValueError:
+                meshes.append(None)
+        return meshes, used
 
 
 # ------------------------------------------------------------------------------ timing

@@ -23,7 +23,10 @@ find that level set, both on cells of width ``2 b / R`` (``R = resolution``):
   is not deformed: this is the field's SDF *before* any FlexiCubes fine-tune, i.e. Dual
   Marching Cubes on the NeRF surface (one vertex inside each surface cell, quads across
   crossed edges). The paper goes further (Eq. 9): its decoder is fine-tuned to predict
-  ``s``, the deformation and the 21 weights per cube; that fine-tune is not done here.
+  ``s``, the deformation and the 21 weights per cube. That fine-tune is
+  ``flexicubes_train.SAR3DFlexiCubes`` (shipped as ``data_samples/flexicubes_tiny``);
+  ``generate.Generator.generate(mesher="flexicubes")`` and the CLI's ``--mesher flexicubes``
+  use it whenever it was made for the VQVAE at hand, and this unit-weight path otherwise.
 
 Either way the vertex colours are the field's colour at the vertices and the triangles face
 outwards. ``field_grid`` is the cell-centre query the marching-cubes path uses.

@@ -215,3 +215,57 @@ def test_cli_train_flexicubes_bad_data_is_one_line(tmp_path, capsys):
     assert main(["train", "flexicubes", "--data", str(tmp_path / "nothing"), "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such folder" in err[0]
+
+
+# ------------------------------------------------------------------ the shipped fine-tune in the pipeline
+def _shipped_finetune():
+    from sar3d_core.checkpoints import DATA_SAMPLES, load_shipped
+
+    if not (DATA_SAMPLES / "flexicubes_tiny").is_dir():
+        pytest.skip("flexicubes_tiny is not in data_samples")
+    return load_shipped("flexicubes_tiny")
+
+
+def test_shipped_finetune_renders_what_its_mesh_shows():
+    """``render`` is the mesh seen through the cameras: its mask is where rays hit the mesh (trimesh's own
+    ray caster) and the colour there is the field's colour at the hit point, white elsewhere."""
+    from sar3d_core.ar_eval import eval_cameras
+    from sar3d_core.cameras import camera_rays
+
+    from sar3d_core.checkpoints import load_shipped
+
+    fc = _shipped_finetune()
+    assert fc.name == "flexicubes_tiny"
+    gen = load_shipped("ar_text_tiny")
+    with torch.no_grad():
+        planes = fc.decode_tokens(gen.sample_tokens(gen.condition(text=["a green mug"]), seed=0))
+    mesh = fc.mesh(planes)
+    c = eval_cameras()[:2]
+    out = fc.render(planes, c, 24, mesh=mesh)
+    assert out["rgb"].shape == (2, 3, 24, 24) and out["mask"].shape == (2, 1, 24, 24)
+    o, d = camera_rays(c, 24, 24)
+    hits = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).ray.intersects_any(
+        o.reshape(-1, 3).double().numpy(), d.reshape(-1, 3).double().numpy())
+    assert (out["mask"].reshape(-1).bool().numpy() == hits).mean() > 0.99
+    background = out["mask"].reshape(-1) == 0
+    assert torch.all(out["rgb"].permute(0, 2, 3, 1).reshape(-1, 3)[background] == 1)
+
+
+def test_generator_meshes_with_the_finetune_made_for_its_vqvae(tmp_path):
+    from sar3d_core.checkpoints import load_shipped
+    from sar3d_core.flexicubes_train import finetune_for
+
+    fc = _shipped_finetune()
+    gen = load_shipped("ar_text_tiny")
+    assert finetune_for(gen.vqvae) is not None
+    out = gen.generate(text=["a red chair"], mesh=True, mesher="flexicubes", seed=0)
+    assert "fine-tune flexicubes_tiny" in out.mesher and out.meshes[0] is not None
+    expected = fc.mesh([t[:1] for t in out.tokens])  # the same tokens through the fine-tuned decoder
+    np.testing.assert_allclose(out.meshes[0].vertices, expected.vertices, atol=1e-5)
+    mc = gen.generate(text=["a red chair"], mesh=True, seed=0)
+    assert mc.mesher.startswith("marching cubes") and len(mc.meshes[0].faces) != len(out.meshes[0].faces)
+    # a VQVAE the fine-tune was not made for: no fine-tune, unit-weight FlexiCubes on its own field
+    other = SAR3DVQVAE(small_config())
+    assert finetune_for(other) is None
+    with pytest.raises(ValueError, match="mesher 'poisson'"):
+        gen.generate(text=["a red chair"], mesh=True, mesher="poisson")
