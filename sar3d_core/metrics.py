@@ -321,6 +321,12 @@ def sample_mesh_surface(mesh, n: int, seed: int = 0) -> torch.Tensor:
     return torch.as_tensor(np.asarray(points), dtype=torch.float32)
 
 
+def mesh_chamfer(mesh, surface_N3: torch.Tensor, seed: int = 0) -> float:
+    """Chamfer distance (``chamfer_distance``, unscaled) between a mesh and points on the true surface
+    ``(N, 3)``: ``N`` area-weighted samples of the mesh (``sample_mesh_surface``) against them."""
+    return float(chamfer_distance(sample_mesh_surface(mesh, len(surface_N3), seed=seed), surface_N3.float()))
+
+
 # --------------------------------------------------------------------------- image metrics
 def _images(x, name: str) -> torch.Tensor:
     """Images as ``(B, C, H, W)`` float: a tensor ``(B, C, H, W)`` / ``(C, H, W)`` or a list of ``(C, H, W)``."""

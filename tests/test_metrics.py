@@ -155,6 +155,21 @@ def test_sample_mesh_surface_is_on_the_surface_and_area_weighted():
                        sample_mesh_surface(trimesh.creation.box(), 50, seed=1))
 
 
+
+def test_mesh_chamfer_is_zero_on_the_surface_and_grows_with_an_offset():
+    trimesh = pytest.importorskip("trimesh")
+    from sar3d_core.metrics import mesh_chamfer
+
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    on = sample_mesh_surface(box, 8000, seed=7)
+    gap = mesh_chamfer(box, on, seed=1)  # two samplings of one surface: only the sampling gap (about area / n)
+    assert gap < 1e-3
+    shifted = box.copy()
+    shifted.apply_translation((0.1, 0, 0))
+    # faces normal to x (1/3 of the area) now sit 0.1 away: 0.01 / 3 each way, squared distances summed
+    assert mesh_chamfer(shifted, on, seed=1) == pytest.approx(2 * 0.01 / 3 + gap, rel=0.1)
+
+
 # --------------------------------------------------------------------------- image metrics
 def test_psnr_closed_form_with_and_without_mask():
     a = torch.zeros(2, 3, 8, 8)
