@@ -7,6 +7,9 @@
 #   steps instead of 2000 (the training-length ablation).
 # Usage: benchmarks/retrain_generators.sh [STEP ...]   (steps: tokens text image single next_token
 # captioner text_long; default: tokens text image single next_token captioner). Logs: runs/retrain/<step>.log; wall times: runs/retrain/times.txt.
+# The "10k" steps use a training set of 10,000 objects (the 2,400 plus 7,600 more of the same split:
+# `sar3d data build --count 10000 --split train --out ~/.cache/sar3d/proc_train_10k`, resumable):
+#   tokens10k, captioner10k (stage 2 twice as long), text10k (the text model on the 10k tokens).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -14,6 +17,8 @@ C=${SAR3D_CACHE:-$HOME/.cache/sar3d}
 DATA=$C/proc_train_64
 TOKENS=$C/ar/train_tokens_lift.npz
 TOKENS1=$C/ar/train_tokens_single_lift.npz
+DATA10K=$C/proc_train_10k
+TOKENS10K=$C/ar/train_tokens_lift_10k.npz
 TRAIN=(.venv/bin/torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train)
 AR=(--data "$DATA" --depth 3 --width 128 --batch-size 8 --lr 1e-3 --threads 1)
 mkdir -p runs/retrain
@@ -45,6 +50,13 @@ for s in "${steps[@]}"; do
                  --out runs/captioner_tiny --export data_samples/captioner_tiny ;;
     text_long) run text_long "${TRAIN[@]}" ar --cond text --tokens "$TOKENS" "${AR[@]}" --steps 3500 \
                  --out runs/ar_text_lift_3500 --export runs/ar_text_lift_3500_export ;;
+    tokens10k) run tokens10k .venv/bin/sar3d data tokenize "$DATA10K" --out "$TOKENS10K" \
+                 --checkpoint data_samples/vqvae_tiny_lift ;;
+    captioner10k) run captioner10k "${TRAIN[@]}" captioner --tokens "$TOKENS10K" --data "$DATA10K" --threads 1 \
+                    --batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding \
+                    --out runs/captioner_10k --export runs/captioner_10k_export ;;
+    text10k) run text10k "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 --width 128 \
+               --batch-size 8 --lr 1e-3 --threads 1 --steps 3500 --out runs/ar_text_10k --export runs/ar_text_10k_export ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done

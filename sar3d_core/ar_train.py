@@ -92,10 +92,23 @@ class ARDataset(torch.utils.data.Dataset):
         return self.seq.shape[0]
 
     def __getitem__(self, i: int) -> dict:
-        # an object with several prompt forms is seen with one of them, drawn anew each time
-        j = i * self.forms + (int(torch.randint(self.forms, ())) if self.forms > 1 else 0)
-        return {"seq": self.seq[i], "teacher": self.teacher[i], "pooled": self.pooled[j],
-                "tokens": self.tokens[j], "mask": self.mask[j]}
+        """One object: its sequence, teacher input and condition; with several prompt forms, all of
+        them (``pooled (forms, D)``, ...): ``pick_forms`` draws one per step, from the step's generator,
+        so a resumed run sees the same draws as an uninterrupted one."""
+        rows = slice(i * self.forms, (i + 1) * self.forms) if self.forms > 1 else i
+        return {"seq": self.seq[i], "teacher": self.teacher[i], "pooled": self.pooled[rows],
+                "tokens": self.tokens[rows], "mask": self.mask[rows]}
+
+
+def pick_forms(batch: dict, generator: torch.Generator) -> dict:
+    """A batch whose objects carry every prompt form (``pooled (B, forms, D)``, ``ARDataset``) with one
+    form per object drawn uniformly; a batch with one condition per object is returned as it is."""
+    if batch["pooled"].ndim == 2:
+        return batch
+    B, k = batch["pooled"].shape[:2]
+    pick = torch.randint(k, (B,), generator=generator).to(batch["pooled"].device)
+    rows = torch.arange(B, device=pick.device)
+    return {**batch, **{key: batch[key][rows, pick] for key in ("pooled", "tokens", "mask")}}
 
 
 @torch.no_grad()
@@ -118,6 +131,7 @@ class ARObjective(nn.Module):
 
     def forward(self, batch: dict, step: int) -> dict:
         g = step_generator(step)
+        batch = pick_forms(batch, g)
         logits = self.model(batch["teacher"], batch["pooled"], batch["tokens"], batch["mask"], generator=g)
         out = self.model.loss(logits, batch["seq"])
         scalars = {"loss": out["loss"], "accuracy": out["accuracy"]}

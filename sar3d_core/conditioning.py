@@ -17,7 +17,9 @@ Where the weights come from (DESIGN.md §4: nothing is downloaded at run time):
   ``CLIPModel`` with a small ``CLIPConfig``, about 1 M parameters) trained contrastively on
   64 px renders of the procedural world and their captions, with a word-level tokenizer over
   the captions' vocabulary. Its text tower encodes prompts, its vision tower images. It is
-  shipped in ``data_samples/tiny_clip`` and retrained by ``python -m sar3d_core.conditioning``.
+  shipped in ``data_samples/tiny_clip`` and retrained by ``python -m sar3d_core.conditioning``
+  (``sar3d train clip``): ``ClipObjective``, CLIP's symmetric InfoNCE, through the project's one
+  loop ``training.train`` (run folder ``runs/tiny_clip``, resumable with ``--resume``).
   Its ``metrics.json``: among 100 test-split objects (unseen captions, one view each), the
   caption finds its render first 46 % of the time and among the top 5 80 % (chance: 1 % and
   5 %); it knows only the procedural world's words (others become ``[UNK]``). It is a
@@ -33,6 +35,7 @@ import json
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +43,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from .training import TrainConfig, batches_per_epoch, is_main_process, objective_loss, step_generator, train, world_info
 
 HUB_TEXT, HUB_IMAGE = "openai/clip-vit-large-patch14", "facebook/dinov2-large"
 TINY_CLIP_FOLDER = Path(__file__).resolve().parent.parent / "data_samples" / "tiny_clip"
 TINY_CLIP_NAME = "sar3d-tiny-clip-v2 (procedural renders, captions and short prompts, 64 px)"
 TRAIN_COMMAND = "python -m sar3d_core.conditioning --out data_samples/tiny_clip"
+DEFAULT_RUN = Path("runs") / "tiny_clip"  # the training run's folder (checkpoint, log.jsonl, loss.png)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # DINOv2's normalisation
 # ids 0..3. CLIPTextModel pools at the first EOS; an eos_token_id of 2 selects its legacy rule
@@ -376,102 +381,214 @@ def short_prompt_retrieval(model, tokenizer, objects, images_N3HW, mean=CLIP_MEA
             "chance_category": 1 / len({o.category for o in objects})}
 
 
+@contextmanager
+def _num_threads(n: int):
+    """Torch CPU threads set to ``n`` while inside."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class CaptionedRenders(torch.utils.data.Dataset):
+    """One item per object: its ``V`` renders and its ``K`` prompt forms, tokenized.
+
+    ``images``: uint8 ``(N, V, 3, H, W)``; ``prompts``: per object ``K`` strings (the caption and
+    the world's other forms of it, ``ProceduralObject.prompts``). ``text_id`` is equal for equal
+    prompts, so that a batch can tell two objects described alike ("a red chair").
+    """
+
+    def __init__(self, images_NV3HW: torch.Tensor, prompts, tokenizer):
+        N = len(prompts)
+        if images_NV3HW.ndim != 5 or images_NV3HW.shape[2] != 3 or images_NV3HW.shape[0] != N or N == 0:
+            raise ValueError(f"need images (N, V, 3, H, W) and N prompt lists, got {tuple(images_NV3HW.shape)} and {N}")
+        K = len(prompts[0])
+        if K == 0 or any(len(forms) != K for forms in prompts):
+            raise ValueError(f"every object needs the same number (>= 1) of prompt forms, "
+                             f"got {sorted({len(f) for f in prompts})}")
+        flat = [p for forms in prompts for p in forms]
+        enc = tokenizer(flat, padding="max_length", truncation=True, return_tensors="pt")
+        self.images = images_NV3HW
+        self.input_ids = enc["input_ids"].view(N, K, -1)
+        self.attention_mask = enc["attention_mask"].view(N, K, -1)
+        self.text_id = torch.tensor(_string_ids(flat)).view(N, K)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        return {"images": self.images[i], "input_ids": self.input_ids[i], "attention_mask": self.attention_mask[i],
+                "text_id": self.text_id[i]}
+
+
+class ClipObjective(nn.Module):
+    """The contrastive loss of a ``CLIPModel`` on a batch of ``CaptionedRenders`` (what ``training.train`` minimises).
+
+    Each object is seen with one view (augmented, ``features.augment``) and one prompt form, both
+    drawn from ``step_generator(step)``: one view per object, so no second positive among the
+    negatives. ``logits_tv = exp(s) cos(text_t, image_v)``, ``s`` the learnable log inverse
+    temperature clamped to ``[0, ln 100]`` (temperature at least 0.01, as CLIP); InfoNCE both ways,
+    ``L = 1/2 [CE(logits, diag) + CE(logits^T, diag)]`` (Radford et al. 2021, Fig. 3), where two
+    objects with the same prompt are not each other's negatives.
+    """
+
+    MAX_LOG_SCALE = math.log(100)
+
+    def __init__(self, clip):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN)[:, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD)[:, None, None], persistent=False)
+
+    def optimizer_groups(self) -> list:
+        """Weight decay (``TrainConfig.weight_decay``) on matrices only, not on gains, biases and the temperature."""
+        params = list(self.parameters())
+        return [{"params": [p for p in params if p.ndim >= 2]},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+    def log_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.clamp(0, self.MAX_LOG_SCALE)
+
+    def forward(self, batch: dict, step: int) -> dict:
+        from .features import augment
+
+        g = step_generator(step)
+        images = batch["images"]
+        (B, V), K, device = images.shape[:2], batch["input_ids"].shape[1], images.device
+        obj = torch.arange(B, device=device)
+        view = torch.randint(V, (B,), generator=g).to(device)
+        form = torch.randint(K, (B,), generator=g).to(device)
+        x = (augment(images[obj, view].float() / 255, g) - self.mean) / self.std
+        out = self.clip(input_ids=batch["input_ids"][obj, form], attention_mask=batch["attention_mask"][obj, form],
+                        pixel_values=x)
+        scale = self.log_scale().exp()
+        logits_BB = scale * out.text_embeds @ out.image_embeds.T  # both unit vectors
+        text_id = batch["text_id"][obj, form]
+        same_BB = (text_id[:, None] == text_id[None, :]) & ~torch.eye(B, dtype=torch.bool, device=device)
+        logits_BB = logits_BB.masked_fill(same_BB, float("-inf"))
+        loss = (F.cross_entropy(logits_BB, obj) + F.cross_entropy(logits_BB.T, obj)) / 2
+        return {"loss": loss, "temperature": 1 / scale.detach()}
+
+
+def fit_clip(clip, dataset: CaptionedRenders, cfg: TrainConfig, resume: bool = False) -> list[dict]:
+    """Train ``clip`` in place through ``training.train`` (``ClipObjective``); its temperature is
+    left clamped as in training. Returns the log rows."""
+    objective = ClipObjective(clip)
+    rows = train(objective, dataset, objective_loss, cfg, resume=resume)
+    with torch.no_grad():
+        clip.logit_scale.copy_(objective.log_scale())
+    return rows
+
+
+def tiny_clip_train_config(num_objects: int, epochs: int, seed: int = 0, batch_size: int = 128, lr: float = 1e-3,
+                           run_dir=DEFAULT_RUN) -> TrainConfig:
+    """``epochs`` passes over ``num_objects`` objects: AdamW (weight decay 0.05 on matrices), torch's
+    one-cycle schedule (10 % cosine warm-up, cosine decay; ``TrainConfig.schedule``), no gradient
+    clipping; a checkpoint every 100 steps."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    steps = epochs * batches_per_epoch(num_objects, batch_size, world_info()[1])
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.05, grad_clip=0.0, log_every=10,
+                       ckpt_every=100, seed=seed, out_dir=str(run_dir), betas=(0.9, 0.999), warmup=0.1,
+                       schedule="one-cycle")
+
+
+def new_tiny_clip(vocab_size: int, max_length: int = 32, seed: int = 0, **sizes):
+    """A freshly initialised ``CLIPModel(tiny_clip_config(...))``, the same for the same seed."""
+    from transformers import CLIPModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return CLIPModel(tiny_clip_config(vocab_size, max_length, **sizes))
+
+
+def _train_split_renders(num_objects: int, views: int, seed: int, progress: bool):
+    """The train-split objects among ``features.training_objects(num_objects)``, their renders
+    uint8 ``(N, V, 3, 64, 64)`` and the seconds the first rendering took (None when cached)."""
+    from .features import training_objects, training_renders
+
+    with _num_threads(1):  # the SDF renderer is bound by per-op overhead: one thread is fastest
+        images, _, render_s = training_renders(num_objects, views, seed, progress=progress)
+    objects = training_objects(num_objects)
+    keep = [i for i, o in enumerate(objects) if o.split == "train"]
+    return [objects[i] for i in keep], images.view(num_objects, views, 3, 64, 64)[keep], render_s
+
+
+def save_tiny_clip(out_folder, clip, tokenizer) -> Path:
+    """The folder ``ConditionEncoder.tiny_clip`` reads: the CLIPModel, its tokenizer and image processor."""
+    from transformers import CLIPImageProcessor
+
+    out = Path(out_folder)
+    clip.save_pretrained(out)  # config.json + model.safetensors
+    tokenizer.save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, image_mean=list(CLIP_MEAN),
+                       image_std=list(CLIP_STD)).save_pretrained(out)
+    return out
+
+
+def _test_retrieval(clip, tokenizer, eval_count: int, seed: int, progress: bool) -> dict:
+    """Retrieval among the first ``eval_count`` test-split objects (one fresh view each), captions and short prompts."""
+    from .features import render_objects
+    from .world import objects_in_split
+
+    test = objects_in_split("test", eval_count)
+    with _num_threads(1):
+        images = render_objects(test, 1, seed + 1, 64, progress=progress, desc="test renders")
+    retrieval = clip_retrieval(clip, tokenizer, [o.caption for o in test], images)
+    short = short_prompt_retrieval(clip, tokenizer, test, images)
+    return {"retrieval": {"test_objects": eval_count, "chance_top1": 1 / eval_count, "chance_top5": 5 / eval_count,
+                          **{k: round(v, 4) for k, v in retrieval.items()}},
+            "short_prompts": {k: round(v, 4) if isinstance(v, float) else v for k, v in short.items()}}
+
+
 def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views: int = 4, epochs: int = 60,
                     seed: int = 0, batch_size: int = 128, lr: float = 1e-3, threads: int = 2, eval_count: int = 100,
-                    max_length: int = 32, progress: bool = True, prompt_forms: bool = True):
-    """Train a ``CLIPModel`` contrastively (InfoNCE, learnable temperature, AdamW, one-cycle schedule) on
-    renders of train-split objects and their captions; save it with its tokenizer, image processor
-    and ``metrics.json`` (text <-> image retrieval among ``eval_count`` test-split objects).
+                    max_length: int = 32, progress: bool = True, prompt_forms: bool = True, run_dir=DEFAULT_RUN,
+                    resume: bool = False):
+    """Train the tiny CLIP contrastively (``ClipObjective`` through ``training.train``: run folder
+    ``run_dir`` with checkpoint, ``log.jsonl`` and ``loss.png``; ``resume`` continues it) on renders of
+    train-split objects and their captions; save it with its tokenizer, image processor and
+    ``metrics.json`` (text <-> image retrieval among ``eval_count`` test-split objects) to ``out_folder``.
 
     With ``prompt_forms`` each object is seen with its caption or one of the world's other forms
     of it (``ProceduralObject.prompts``), drawn per step; equal prompts in a batch are not negatives.
     The renders are the feature network's (``features.training_renders``: the first ``num_objects``
     train and val objects from ``views`` random views, rendered once and cached), of which only
     the train-split objects are used: the val and test captions stay unseen."""
-    from transformers import CLIPImageProcessor, CLIPModel
-
-    from .features import augment, render_objects, training_objects, training_renders
-    from .world import objects_in_split
-
-    t0, threads_before = time.perf_counter(), torch.get_num_threads()
-    torch.manual_seed(seed)
-    torch.set_num_threads(1)  # the SDF renderer is bound by per-op overhead: one thread is fastest
-    images, _, first_render_s = training_renders(num_objects, views, seed, progress=progress)  # (num_objects * V, ...)
-    objects = training_objects(num_objects)
-    keep = [i for i, o in enumerate(objects) if o.split == "train"]
-    objects = [objects[i] for i in keep]
-    images = images.view(num_objects, views, 3, 64, 64)[keep]  # (N, V, 3, 64, 64) uint8
-    render_s, N = time.perf_counter() - t0, len(keep)
-    torch.set_num_threads(threads)
-    # every object with its caption and the world's other forms of it ("a red chair", a paraphrase, ...)
-    forms = [[o.caption, *o.prompts] for o in objects] if prompt_forms else [[o.caption] for o in objects]
-    K = len(forms[0])
-    captions = [p for f in forms for p in f]  # (N * K,)
+    t0 = time.perf_counter()
+    objects, images, first_render_s = _train_split_renders(num_objects, views, seed, progress)
+    render_s = time.perf_counter() - t0
+    forms = [[o.caption, *o.prompts] if prompt_forms else [o.caption] for o in objects]
+    captions = [p for f in forms for p in f]
     tokenizer = build_tokenizer(caption_vocabulary(captions), max_length)
     n_long = sum(len(ids) > max_length for ids in tokenizer(captions, verbose=False)["input_ids"])
-    enc = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")
-    text_id = torch.tensor(_string_ids(captions))  # equal prompts share an id
-    model = CLIPModel(tiny_clip_config(len(tokenizer), max_length))
-    print(f"{TINY_CLIP_NAME}: {sum(p.numel() for p in model.parameters())} parameters, vocabulary "
-          f"{len(tokenizer)}, {N} train objects x {views} views ({render_s:.0f} s), "
-          f"{n_long} captions longer than {max_length} tokens")
-    mean_3, std_3 = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
-    opt = torch.optim.AdamW([{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 0.05},
-                             {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}], lr=lr)
-    per_epoch = N // batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for epoch in range(epochs):
-        order, view = torch.randperm(N, generator=g), torch.randint(views, (N,), generator=g)
-        form = torch.randint(K, (N,), generator=g)
-        bar = tqdm(range(per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
-        for i in bar:  # one view per object and batch: no second positive among the negatives
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            rows = idx * K + form[idx]  # one prompt form per object
-            x = (augment(images[idx, view[idx]].float() / 255, g) - mean_3) / std_3
-            # logits_tv = exp(s) cos(text_t, image_v), s the learnable log inverse temperature; InfoNCE both ways:
-            # L = 1/2 [CE(logits, diag) + CE(logits^T, diag)]
-            logits_BB = model(input_ids=enc["input_ids"][rows], attention_mask=enc["attention_mask"][rows],
-                              pixel_values=x).logits_per_text
-            target = torch.arange(len(idx))
-            # two objects with the same short prompt ("a red chair") are not each other's negatives
-            same_BB = (text_id[rows][:, None] == text_id[rows][None, :]) & ~torch.eye(len(idx), dtype=torch.bool)
-            logits_BB = logits_BB.masked_fill(same_BB, float("-inf"))
-            loss = (F.cross_entropy(logits_BB, target) + F.cross_entropy(logits_BB.T, target)) / 2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))  # temperature at least 0.01, as CLIP
-            bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / model.logit_scale.exp().item():.3f}")
-    train_s = time.perf_counter() - t0 - render_s
-    test = objects_in_split("test", eval_count)
-    torch.set_num_threads(1)
-    test_images = render_objects(test, 1, seed + 1, 64, progress=progress, desc="test renders")
-    torch.set_num_threads(threads)
-    retrieval = clip_retrieval(model, tokenizer, [o.caption for o in test], test_images)
-    short = short_prompt_retrieval(model, tokenizer, test, test_images)
-    out = Path(out_folder)
-    model.save_pretrained(out)  # config.json + model.safetensors
-    tokenizer.save_pretrained(out)
-    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, image_mean=list(CLIP_MEAN),
-                       image_std=list(CLIP_STD)).save_pretrained(out)
-    metrics = {"model": TINY_CLIP_NAME, "command": f"python -m sar3d_core.conditioning --out {out_folder} "
-               f"--objects {num_objects} --views {views} --epochs {epochs} --seed {seed} --threads {threads}",
-               "parameters": sum(p.numel() for p in model.parameters()), "vocabulary": len(tokenizer),
-               "train_objects": N, "views_per_object": views, "captions_truncated": n_long,
-               "render_seconds": round(first_render_s or render_s), "train_seconds": round(train_s),
-               "prompt_forms_per_object": K, "final_loss": round(loss.item(), 4),
-               "temperature": round(1 / model.logit_scale.exp().item(), 4),
-               "retrieval": {"test_objects": eval_count, "chance_top1": 1 / eval_count, "chance_top5": 5 / eval_count,
-                             **{k: round(v, 4) for k, v in retrieval.items()}},
-               "short_prompts": {k: round(v, 4) if isinstance(v, float) else v for k, v in short.items()}}
+    dataset = CaptionedRenders(images, forms, tokenizer)
+    clip = new_tiny_clip(len(tokenizer), max_length, seed)
+    cfg = tiny_clip_train_config(len(dataset), epochs, seed, batch_size, lr, run_dir)
+    if is_main_process():
+        print(f"{TINY_CLIP_NAME}: {sum(p.numel() for p in clip.parameters())} parameters, vocabulary "
+              f"{len(tokenizer)}, {len(objects)} train objects x {views} views ({render_s:.0f} s), "
+              f"{n_long} captions longer than {max_length} tokens, {cfg.steps} steps")
+    with _num_threads(threads):
+        rows = fit_clip(clip, dataset, cfg, resume)
+        train_s = time.perf_counter() - t0 - render_s
+        if not is_main_process():  # under torchrun the ranks hold the same weights: one writer
+            return clip
+        metrics = {"model": TINY_CLIP_NAME, "command": f"python -m sar3d_core.conditioning --out {out_folder} "
+                   f"--objects {num_objects} --views {views} --epochs {epochs} --seed {seed} --threads {threads}",
+                   "parameters": sum(p.numel() for p in clip.parameters()), "vocabulary": len(tokenizer),
+                   "train_objects": len(objects), "views_per_object": views, "captions_truncated": n_long,
+                   "render_seconds": round(first_render_s or render_s), "train_seconds": round(train_s),
+                   "steps": cfg.steps, "prompt_forms_per_object": len(forms[0]),
+                   "final_loss": round(rows[-1]["loss"], 4),
+                   "temperature": round(1 / clip.logit_scale.exp().item(), 4),
+                   **_test_retrieval(clip, tokenizer, eval_count, seed, progress)}
+    out = save_tiny_clip(out_folder, clip, tokenizer)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     print(json.dumps(metrics, indent=1))
-    torch.set_num_threads(threads_before)
-    return model
+    return clip
 
 
 def main(argv=None) -> None:
@@ -485,8 +602,12 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for training (rendering uses one)")
+    p.add_argument("--run", default=str(DEFAULT_RUN), help=f"run folder: checkpoint, log.jsonl, loss.png "
+                                                            f"(default {DEFAULT_RUN})")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     args = p.parse_args(argv)
-    train_tiny_clip(args.out, args.objects, args.views, args.epochs, args.seed, args.batch_size, args.lr, args.threads)
+    train_tiny_clip(args.out, args.objects, args.views, args.epochs, args.seed, args.batch_size, args.lr, args.threads,
+                    run_dir=args.run, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,14 @@ Never train a generator against this network (as a loss, a reward or for selecti
 a metric that has been optimised stops measuring anything (Goodhart), and this one is small
 enough to be fooled. The shipped checkpoint is ``data_samples/feature_net`` (safetensors +
 JSON config + the held-out accuracies it measured); ``python -m sar3d_core.features --out
-data_samples/feature_net`` retrains it.
+data_samples/feature_net`` retrains it, through the project's one loop ``training.train``
+(``FeatureObjective``; run folder ``runs/feature_net`` with checkpoint, log and loss curve).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -42,11 +43,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .training import TrainConfig, batches_per_epoch, is_main_process, objective_loss, step_generator, train, world_info
 from .world import CATEGORIES, COLOURS, FINISHES, PATTERNS, make_object, objects_in_split, split_of
 
 FORMAT = "sar3d-featnet"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "feature_net"
 TRAIN_COMMAND = "python -m sar3d_core.features --out data_samples/feature_net"
+DEFAULT_RUN = Path("runs") / "feature_net"  # the training run's folder (checkpoint, log.jsonl, loss.png)
 NONE = "none"  # the label of an absent value (the second colour of a plain object)
 GENERAL_HEADS = {"category": CATEGORIES, "colour": tuple(COLOURS), "secondary_colour": tuple(COLOURS) + (NONE,),
                  "pattern": PATTERNS, "finish": tuple(FINISHES)}
@@ -289,7 +292,9 @@ def training_renders(num_objects: int, views_per_object: int, seed: int, size: i
     images = render_objects(objects, views_per_object, seed, size, supersample_share, progress, desc="train renders")
     seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"images": images, "labels": json.dumps(labels), "render_seconds": seconds}, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # renamed into place: a kill or a second rank
+    torch.save({"images": images, "labels": json.dumps(labels), "render_seconds": seconds}, tmp)
+    os.replace(tmp, path)  # never leaves half a file
     return images, labels, seconds
 
 
@@ -297,7 +302,7 @@ def training_renders(num_objects: int, views_per_object: int, seed: int, size: i
 def gaussian_blur(x_NCHW: torch.Tensor, sigma_N: torch.Tensor, radius: int = 3) -> torch.Tensor:
     """Separable Gaussian blur with one ``sigma`` (pixels) per image; sigma 0 leaves an image unchanged."""
     N, C, H, W = x_NCHW.shape
-    t = torch.arange(-radius, radius + 1, dtype=x_NCHW.dtype)
+    t = torch.arange(-radius, radius + 1, dtype=x_NCHW.dtype, device=x_NCHW.device)
     k_NK = torch.exp(-t ** 2 / (2 * sigma_N.clamp_min(1e-3)[:, None] ** 2))  # exp(-t^2 / 2 sigma^2)
     k_NK = (k_NK / k_NK.sum(1, keepdim=True)).repeat_interleave(C, 0)
     x = F.pad(x_NCHW.reshape(1, N * C, H, W), (radius,) * 4, mode="replicate")
@@ -308,16 +313,16 @@ def gaussian_blur(x_NCHW: torch.Tensor, sigma_N: torch.Tensor, radius: int = 3) 
 def augment(x_NCHW: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Mirror, shift (+-4 px), scale (0.87..1.15), blur (sigma 0..1.2 px on half the images), pixel noise:
     views of the same object that a generator's blurry, off-centre renders resemble."""
-    N = x_NCHW.shape[0]
-    u = torch.rand(N, 6, generator=g)
+    N, device = x_NCHW.shape[0], x_NCHW.device
+    u = torch.rand(N, 6, generator=g).to(device)  # drawn on the generator's device, used on the images'
     scale, flip = 0.87 + 0.28 * u[:, 0], torch.where(u[:, 1] < 0.5, -1.0, 1.0)
-    theta = torch.zeros(N, 2, 3)
+    theta = torch.zeros(N, 2, 3, device=device)
     theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
     theta[:, :, 2] = (u[:, 2:4] - 0.5) * 0.25  # +-0.125 of the half width = +-4 px at 64 px
     grid = F.affine_grid(theta, list(x_NCHW.shape), align_corners=False)
     x = F.grid_sample(x_NCHW - 1, grid, align_corners=False) + 1  # zero padding of x - 1: a white border
     x = gaussian_blur(x, torch.where(u[:, 4] < 0.5, 2.4 * u[:, 4], 0.0))
-    return (x + 0.03 * u[:, 5, None, None, None] * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    return (x + 0.03 * u[:, 5, None, None, None] * torch.randn(x.shape, generator=g).to(device)).clamp(0, 1)
 
 
 # ------------------------------------------------------------------------------ training, evaluation
@@ -373,46 +378,90 @@ def evaluate_on_split(net: FeatureNet, split: str = "test", count: int = 300, vi
     return acc
 
 
+class LabelledRenders(torch.utils.data.Dataset):
+    """Renders (uint8 ``(N, 3, H, W)``) with their class indices per head (``(N, heads)``, -1 where absent)."""
+
+    def __init__(self, images_N3HW: torch.Tensor, labels_NH: torch.Tensor):
+        if images_N3HW.ndim != 4 or labels_NH.ndim != 2 or len(images_N3HW) != len(labels_NH):
+            raise ValueError(f"need images (N, 3, H, W) and labels (N, heads), got {tuple(images_N3HW.shape)} "
+                             f"and {tuple(labels_NH.shape)}")
+        self.images, self.labels = images_N3HW, labels_NH
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"images": self.images[i], "labels": self.labels[i]}
+
+
+class FeatureObjective(nn.Module):
+    """``_loss`` of a ``FeatureNet`` on augmented renders (what ``training.train`` minimises); the
+    augmentation draws from ``step_generator(step)``."""
+
+    def __init__(self, net: FeatureNet):
+        super().__init__()
+        self.net = net
+        self.config = net.config  # recorded in the run's config.json
+
+    def forward(self, batch: dict, step: int) -> dict:
+        _, logits = self.net(augment(batch["images"].float() / 255, step_generator(step)))
+        return {"loss": _loss(logits, batch["labels"])}
+
+
+def fit_feature_net(net: FeatureNet, dataset: LabelledRenders, cfg: TrainConfig, resume: bool = False) -> list[dict]:
+    """Train ``net`` in place through ``training.train`` (``FeatureObjective``); leaves it in eval mode.
+    Returns the log rows."""
+    rows = train(FeatureObjective(net), dataset, objective_loss, cfg, resume=resume)
+    net.eval()
+    return rows
+
+
+def feature_net_train_config(num_images: int, epochs: int, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
+                             run_dir=DEFAULT_RUN) -> TrainConfig:
+    """``epochs`` passes over ``num_images`` renders: Adam (AdamW without weight decay), torch's one-cycle
+    schedule (15 % cosine warm-up, cosine decay; ``TrainConfig.schedule``), no gradient clipping; a checkpoint every 200 steps."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    steps = epochs * batches_per_epoch(num_images, batch_size, world_info()[1])
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.0, grad_clip=0.0, log_every=10,
+                       ckpt_every=200, seed=seed, out_dir=str(run_dir), betas=(0.9, 0.999), warmup=0.15,
+                       schedule="one-cycle")
+
+
+def new_feature_net(config: FeatureNetConfig, seed: int = 0) -> FeatureNet:
+    """A freshly initialised ``FeatureNet``, the same for the same seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return FeatureNet(config)
+
+
 def train_feature_net(out_folder=DEFAULT_CHECKPOINT, num_objects: int = 3000, views_per_object: int = 4,
                       epochs: int = 10, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
                       eval_count: int = 300, config: FeatureNetConfig | None = None,
-                      progress: bool = True) -> FeatureNet:
-    """Render, train with Adam (one-cycle schedule), evaluate on the test split, save to ``out_folder``
+                      progress: bool = True, run_dir=DEFAULT_RUN, resume: bool = False) -> FeatureNet:
+    """Render, train (``fit_feature_net``: run folder ``run_dir`` with checkpoint, ``log.jsonl`` and
+    ``loss.png``; ``resume`` continues it), evaluate on the test split, save to ``out_folder``
     (checkpoint + ``metrics.json``). Returns the trained network in eval mode."""
     t0 = time.perf_counter()
-    torch.manual_seed(seed)
     images, labels, first_render_s = training_renders(num_objects, views_per_object, seed, progress=progress)
     render_s = time.perf_counter() - t0
-    net = FeatureNet(config or FeatureNetConfig(heads=vocabularies(labels)))
-    print(f"{net.name}: {sum(p.numel() for p in net.parameters())} parameters, {len(net.config.heads)} heads, "
-          f"{len(images)} renders of {num_objects} train objects ({render_s:.0f} s)")
-    y_NH = _label_tensor(labels, net.config.heads)
-    steps = epochs * math.ceil(len(images) / batch_size)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    g = torch.Generator().manual_seed(seed)
-    net.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(images), generator=g)
-        bar = tqdm(range(0, len(images), batch_size), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
-        for i in bar:
-            idx = order[i:i + batch_size]
-            _, logits = net(augment(images[idx].float() / 255, g))
-            loss = _loss(logits, y_NH[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    net.eval()
+    net = new_feature_net(config or FeatureNetConfig(heads=vocabularies(labels)), seed)
+    dataset = LabelledRenders(images, _label_tensor(labels, net.config.heads))
+    cfg = feature_net_train_config(len(dataset), epochs, seed, batch_size, lr, run_dir)
+    if is_main_process():
+        print(f"{net.name}: {sum(p.numel() for p in net.parameters())} parameters, {len(net.config.heads)} heads, "
+              f"{len(images)} renders of {num_objects} train objects ({render_s:.0f} s), {cfg.steps} steps")
+    fit_feature_net(net, dataset, cfg, resume)
     train_s = time.perf_counter() - t0 - render_s
+    if not is_main_process():  # under torchrun the ranks hold the same weights: one writer
+        return net
     test = evaluate_on_split(net, "test", eval_count, progress=progress)
     test_blur = evaluate_on_split(net, "test", eval_count, blur_sigma=1.0, progress=progress)
     net.save_pretrained(out_folder)
     metrics = {"feature_network": net.name, "command": f"python -m sar3d_core.features --out {out_folder} "
                f"--objects {num_objects} --views {views_per_object} --epochs {epochs} --seed {seed}",
                "train_renders": len(images), "render_seconds": round(first_render_s or render_s),
-               "train_seconds": round(train_s),
+               "train_seconds": round(train_s), "steps": cfg.steps,
                "threads": torch.get_num_threads(), "test_split": {"objects": eval_count, "views_per_object": 2},
                "test_accuracy": {k: round(v, 4) for k, v in test.items()},
                "test_accuracy_blur_sigma_1px": {k: round(v, 4) for k, v in test_blur.items()}}

@@ -10,7 +10,8 @@ Why it is written this way:
 * **Determinism on the CPU.** Nothing depends on an RNG state that is carried from step to
   step. The data order of epoch ``e`` is ``randperm(N)`` drawn from a generator seeded by
   ``(seed, e)``; the global torch RNG (``nn.Dropout``) is reseeded from ``(seed, step, rank)``
-  before every step; anything else the loss draws comes from ``step_generator(step)``.
+  before every step; anything else the loss draws comes from ``step_generator(step)``
+  (``step`` is a ``Step``, an int that carries the run's seed and the rank: no module state).
   So a checkpoint only needs ``(step, epoch, position)`` besides weights and optimizer
   state, and resuming replays exactly what an uninterrupted run would have done.
 * **Checkpoints** follow the one format of §4: ``out_dir/checkpoint/`` holds
@@ -23,7 +24,10 @@ Why it is written this way:
   seeded permutation (what ``DistributedSampler`` does). Only rank 0 writes files.
   ``loss_fn`` must run the model through its ``forward`` (``model(...)``) for DDP to
   average the gradients; the bare module is ``model.module``.
-* **Gradient clipping** covers ``model.clip_parameters()`` when the model has that method
+* **Optimizer.** AdamW with ``cfg.betas`` over ``model.optimizer_groups()`` when the model has
+  that method (e.g. no weight decay on gains and biases, as CLIP), else over every parameter;
+  the rate of step ``s`` is ``cfg.lr_at(s)`` (constant, or warm-up and linear decay).
+  **Gradient clipping** covers ``model.clip_parameters()`` when the model has that method
   (the VQVAE objective leaves its discriminator out), else every parameter.
 """
 from __future__ import annotations
@@ -68,15 +72,40 @@ class TrainConfig:
     # line to ``lr * lr_final`` at the last step (1.0 and 1.0: constant throughout)
     lr_decay_from: float = 1.0
     lr_final: float = 1.0
+    # linear warm-up: the rate rises from lr / w to lr over the first w = ceil(warmup * steps) steps
+    # (0: none), as OneCycleLR's or HF's warm-up; combined with the decay above it is a one-cycle shape
+    warmup: float = 0.0
+    # "linear": the warm-up and decay above; "one-cycle": torch's OneCycleLR (cosine from lr / 25 up to
+    # lr over the first ``warmup`` share of the steps, then cosine down to lr / 25e4), as a function of the step
+    schedule: str = "linear"
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (1-based): a function of the step alone, so resuming
         continues the same schedule."""
+        if self.schedule == "one-cycle":
+            return one_cycle_lr(step - 1, self.steps, self.lr, self.warmup)
+        warm = math.ceil(self.warmup * self.steps)
+        factor = min(1.0, step / warm) if warm > 0 else 1.0
         start = self.lr_decay_from * self.steps
         if step <= start or self.steps <= start:
-            return self.lr
+            return self.lr * factor
         frac = min(1.0, (step - start) / (self.steps - start))
-        return self.lr * (1.0 + (self.lr_final - 1.0) * frac)
+        return self.lr * factor * (1.0 + (self.lr_final - 1.0) * frac)
+
+
+def one_cycle_lr(i: int, total: int, max_lr: float, pct_start: float, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4) -> float:
+    """The rate ``torch.optim.lr_scheduler.OneCycleLR`` (cosine annealing, its defaults) gives the
+    optimizer step ``i`` (0-based) of ``total``: up from ``max_lr / div_factor`` to ``max_lr`` until step
+    ``pct_start * total - 1``, then down to ``max_lr / div_factor / final_div_factor`` at the last step."""
+    def cosine(start, end, frac):
+        return end + (start - end) / 2.0 * (1.0 + math.cos(math.pi * frac))
+
+    initial = max_lr / div_factor
+    peak, last = float(pct_start * total) - 1, total - 1
+    if i <= peak:  # (a warm-up shorter than one step has no such step)
+        return cosine(initial, max_lr, i / peak)
+    return cosine(max_lr, initial / final_div_factor, (i - peak) / (last - peak) if last > peak else 1.0)
 
 
 # --------------------------------------------------------------------------- processes
@@ -118,17 +147,28 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-_ACTIVE = {"seed": 0, "rank": 0}  # the seed and rank of the running `train` call
+class Step(int):
+    """A step number (from 1) that carries its run's seed and this process's rank: what `train`
+    passes to ``loss_fn``, so that ``step_generator(step)`` needs nothing else. Arithmetic on it
+    gives plain ints."""
+
+    seed: int
+    rank: int
+
+    def __new__(cls, step: int, seed: int = 0, rank: int = 0) -> "Step":
+        self = super().__new__(cls, step)
+        self.seed, self.rank = int(seed), int(rank)
+        return self
 
 
 def step_generator(step: int, seed: int | None = None, rank: int | None = None,
                    device="cpu") -> torch.Generator:
     """The generator for everything ``loss_fn`` draws at ``step`` (noise, masks, dropout of
-    the condition): seeded from ``(seed, step, rank)``, the running `train` call's seed and
-    rank by default, so a resumed run draws the same numbers."""
-    seed = _ACTIVE["seed"] if seed is None else seed
-    rank = _ACTIVE["rank"] if rank is None else rank
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, "loss", step, rank))
+    the condition): seeded from ``(seed, step, rank)``, by default the seed and rank that the
+    ``Step`` from `train` carries (0 and 0 for a plain int), so a resumed run draws the same numbers."""
+    seed = getattr(step, "seed", 0) if seed is None else seed
+    rank = getattr(step, "rank", 0) if rank is None else rank
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, "loss", int(step), rank))
 
 
 class EpochSampler(Sampler):
@@ -245,116 +285,228 @@ def _mean_over_ranks(scalars: dict, world_size: int, device) -> dict:
 
 
 # --------------------------------------------------------------------------- the loop
-def train(model, dataset, loss_fn, cfg: TrainConfig, resume: bool = False, collate_fn=None) -> list[dict]:
-    """Train ``model`` in place; returns every log row of the run (earlier ones too on resume).
+@dataclass
+class _Run:
+    """What a `train` call fixes at its start."""
 
-    ``loss_fn(model, batch, step)`` -> ``{"loss": scalar tensor, other scalars...}``;
-    ``step`` counts from 1. ``resume=True`` continues from ``out_dir/checkpoint`` if one
-    exists (and starts afresh otherwise).
-    """
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world_size: int
+    config: dict  # the config.json of its checkpoints
+    batches_per_epoch: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.out_dir)
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: ``step`` steps done, ``position`` batches of epoch ``epoch`` consumed."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+
+    def finish_batch(self, batches_per_epoch: int) -> None:
+        self.step += 1
+        self.position += 1
+        if self.position == batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def state(self, world_size: int) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "position": self.position, "world_size": world_size}
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """ValueError unless ``steps``, ``batch_size``, ``log_every`` >= 1 and ``ckpt_every`` >= 0."""
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.log_every < 1 or cfg.ckpt_every < 0:
         raise ValueError(f"need steps, batch_size, log_every >= 1 and ckpt_every >= 0, got {cfg}")
-    device = resolve_device(cfg.device, world_info()[2])
-    started_group = _init_distributed(device)
-    rank, world_size, _ = world_info()
-    main = rank == 0
-    out_dir = Path(cfg.out_dir)
+    if cfg.schedule not in ("linear", "one-cycle"):
+        raise ValueError(f"schedule {cfg.schedule!r} is not 'linear' or 'one-cycle'")
+    if cfg.schedule == "one-cycle" and not 0 < cfg.warmup < 1:
+        raise ValueError(f"a one-cycle schedule needs a warm-up share in (0, 1), got {cfg.warmup}")
+
+
+def batches_per_epoch(n_items: int, batch_size: int, world_size: int = 1) -> int:
+    """Full batches per process and epoch (``drop_last``: every step has a full batch); ValueError if none."""
+    batches = math.ceil(n_items / world_size) // batch_size
+    if batches == 0:
+        raise ValueError(f"{n_items} items over {world_size} process(es) do not fill one batch of {batch_size}")
+    return batches
+
+
+def _checkpoint_config(cfg: TrainConfig, device: torch.device, world_size: int, model) -> dict:
+    """``config.json``: the TrainConfig, the device, the world size and the model's dataclass config if any."""
     config = {**dataclasses.asdict(cfg), "device": str(device), "world_size": world_size}
     model_cfg = getattr(model, "config", None)
     if dataclasses.is_dataclass(model_cfg):
         config["model_config"] = dataclasses.asdict(model_cfg)
+    return config
 
-    per_rank = math.ceil(len(dataset) / world_size)
-    batches_per_epoch = per_rank // cfg.batch_size  # drop_last: every step has a full batch
-    if batches_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} items over {world_size} process(es) do not fill one batch of {cfg.batch_size}")
 
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  betas=tuple(cfg.betas))
-    step = epoch = position = 0  # position: batches of `epoch` already consumed
-    rows = []
-    folder = find_checkpoint(out_dir) if resume else None
-    if folder is not None:
-        state = load_checkpoint(folder, model, optimizer, device)
-        if state["world_size"] != world_size:
-            raise ValueError(f"checkpoint {folder} was written by {state['world_size']} process(es), "
-                             f"this run has {world_size}: the data order would differ")
-        step, epoch, position = state["step"], state["epoch"], state["position"]
-        rows = [r for r in read_log(out_dir / "log.jsonl") if r["step"] <= step]  # drop rows after the kill
-    if world_size > 1:
+def _start_run(model, dataset, cfg: TrainConfig, device: torch.device) -> _Run:
+    """The run on ``device`` (after joining the process group): ranks, config.json, batches per epoch."""
+    rank, world_size, _ = world_info()
+    return _Run(cfg, device, rank, world_size, _checkpoint_config(cfg, device, world_size, model),
+                batches_per_epoch(len(dataset), cfg.batch_size, world_size))
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over ``model.optimizer_groups()`` when the model has that method (parameter groups,
+    e.g. no weight decay on gains and biases), else over every parameter with ``cfg.weight_decay``."""
+    params = model.optimizer_groups() if hasattr(model, "optimizer_groups") else model.parameters()
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+
+
+def _resume(run: _Run, model, optimizer) -> tuple[_Progress, list, Path | None]:
+    """Load the newest checkpoint of ``run.out_dir`` in place; the progress and log rows it reached."""
+    folder = find_checkpoint(run.out_dir)
+    if folder is None:
+        return _Progress(), [], None
+    state = load_checkpoint(folder, model, optimizer, run.device)
+    if state["world_size"] != run.world_size:
+        raise ValueError(f"checkpoint {folder} was written by {state['world_size']} process(es), "
+                         f"this run has {run.world_size}: the data order would differ")
+    progress = _Progress(state["step"], state["epoch"], state["position"])
+    rows = [r for r in read_log(run.out_dir / "log.jsonl") if r["step"] <= progress.step]  # drop rows after the kill
+    return progress, rows, folder
+
+
+def _open_run_folder(run: _Run, rows: list, folder: Path | None, step: int) -> None:
+    """Rank 0 prints the config, rewrites ``log.jsonl`` with ``rows`` and removes half-written checkpoints."""
+    if run.world_size > 1:
         dist.barrier()  # every rank has read the log before rank 0 rewrites it
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        print("TrainConfig " + json.dumps(config))
-        print(f"resuming from {folder} at step {step}" if folder else "training from scratch")
-        (out_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        for stale in out_dir.glob(f"{_TMP}-*"):  # left by a kill while saving
-            shutil.rmtree(stale, ignore_errors=True)
+    if not run.main:
+        return
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    print("TrainConfig " + json.dumps(run.config))
+    print(f"resuming from {folder} at step {step}" if folder else "training from scratch")
+    (run.out_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for stale in run.out_dir.glob(f"{_TMP}-*"):  # left by a kill while saving
+        shutil.rmtree(stale, ignore_errors=True)
 
-    net = model
-    if world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if device.type == "cuda" and cfg.bf16 else nullcontext())
-    _ACTIVE.update(seed=cfg.seed, rank=rank)
 
-    def checkpoint():
-        if main:
-            state = {"step": step, "epoch": epoch, "position": position, "world_size": world_size}
-            save_checkpoint(out_dir, model, optimizer, state, config)
-            plot_loss(rows, out_dir / "loss.png")
-        if world_size > 1:
-            dist.barrier()
+def _wrap(model, run: _Run):
+    """The module ``loss_fn`` runs: ``DistributedDataParallel(model)`` under torchrun, else the model."""
+    if run.world_size == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
 
-    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not main, desc="train")
-    cuda_devices = [device.index] if device.type == "cuda" else []
-    log = open(out_dir / "log.jsonl", "a") if main else None
+
+def _epoch_loader(dataset, run: _Run, progress: _Progress, collate_fn) -> DataLoader:
+    """This rank's batches of ``progress.epoch`` from batch ``progress.position`` on."""
+    cfg = run.cfg
+    sampler = EpochSampler(len(dataset), cfg.seed, progress.epoch, run.rank, run.world_size,
+                           progress.position * cfg.batch_size)
+    workers = torch.Generator().manual_seed(derive_seed(cfg.seed, "workers", progress.epoch, progress.position))
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                      num_workers=cfg.num_workers, collate_fn=collate_fn, generator=workers,
+                      pin_memory=run.device.type == "cuda")
+
+
+def _optimizer_step(net, model, optimizer, loss_fn, batch, step: Step, run: _Run) -> dict:
+    """One step: reseed the global RNG, forward and backward, clip, set the rate, update. Its scalars."""
+    cfg = run.cfg
+    torch.manual_seed(derive_seed(cfg.seed, "global", int(step), run.rank))  # nn.Dropout etc.
+    net.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" and cfg.bf16 \
+        else nullcontext()
+    with autocast:
+        out = loss_fn(net, _to_device(batch, run.device), step)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    scalars = {k: (v.detach().float().item() if torch.is_tensor(v) else float(v)) for k, v in out.items()}
+    if cfg.grad_clip > 0:
+        clip = model.clip_parameters() if hasattr(model, "clip_parameters") else model.parameters()
+        scalars["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(clip, cfg.grad_clip))
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr_at(int(step))
+    optimizer.step()
+    return scalars
+
+
+def _log_row(run: _Run, step: int, epoch: int, scalars: dict, lr: float, log) -> dict:
+    """The log row of a step (scalars averaged over the ranks); rank 0 appends it to ``log.jsonl``."""
+    row = {"step": step, "epoch": epoch, **_mean_over_ranks(scalars, run.world_size, run.device), "lr": lr}
+    if log is not None:
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+    return row
+
+
+def _save(run: _Run, model, optimizer, progress: _Progress, rows: list) -> None:
+    """Rank 0 writes the checkpoint and ``loss.png``; every rank waits for it."""
+    if run.main:
+        save_checkpoint(run.out_dir, model, optimizer, progress.state(run.world_size), run.config)
+        plot_loss(rows, run.out_dir / "loss.png")
+    if run.world_size > 1:
+        dist.barrier()
+
+
+def _due(every: int, step: int, last: int) -> bool:
+    """Every ``every`` steps (never when 0) and at the last step."""
+    return (every > 0 and step % every == 0) or step == last
+
+
+def _run_steps(run: _Run, model, net, optimizer, dataset, loss_fn, collate_fn, progress: _Progress,
+               rows: list) -> None:
+    """Steps ``progress.step + 1 .. cfg.steps``: log and checkpoint as they fall due."""
+    cfg = run.cfg
+    bar = tqdm(total=cfg.steps, initial=min(progress.step, cfg.steps), disable=not run.main, desc="train")
+    log = open(run.out_dir / "log.jsonl", "a") if run.main else None
     try:
-        with torch.random.fork_rng(devices=cuda_devices):  # the caller's RNG state is left as it was
-            while step < cfg.steps:
-                sampler = EpochSampler(len(dataset), cfg.seed, epoch, rank, world_size, position * cfg.batch_size)
-                loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                                    num_workers=cfg.num_workers, collate_fn=collate_fn,
-                                    generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "workers", epoch, position)),
-                                    pin_memory=device.type == "cuda")
-                for batch in loader:
-                    step += 1
-                    torch.manual_seed(derive_seed(cfg.seed, "global", step, rank))  # nn.Dropout etc.
-                    net.train()
-                    with autocast:
-                        out = loss_fn(net, _to_device(batch, device), step)
-                    optimizer.zero_grad(set_to_none=True)
-                    out["loss"].backward()
-                    scalars = {k: (v.detach().float().item() if torch.is_tensor(v) else float(v)) for k, v in out.items()}
-                    if cfg.grad_clip > 0:
-                        clip = model.clip_parameters() if hasattr(model, "clip_parameters") else model.parameters()
-                        scalars["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(clip, cfg.grad_clip))
-                    for group in optimizer.param_groups:
-                        group["lr"] = cfg.lr_at(step)
-                    optimizer.step()
-                    row_epoch = epoch
-                    position += 1
-                    if position == batches_per_epoch:
-                        epoch, position = epoch + 1, 0
-                    if step % cfg.log_every == 0 or step == cfg.steps:
-                        row = {"step": step, "epoch": row_epoch, **_mean_over_ranks(scalars, world_size, device),
-                               "lr": optimizer.param_groups[0]["lr"]}
-                        rows.append(row)
-                        if main:
-                            log.write(json.dumps(row) + "\n")
-                            log.flush()
-                            bar.set_postfix(loss=f"{row['loss']:.4g}")
-                    bar.update(1)
-                    if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
-                        checkpoint()
-                    if step >= cfg.steps:
-                        break
+        while progress.step < cfg.steps:
+            for batch in _epoch_loader(dataset, run, progress, collate_fn):
+                step, epoch = progress.step + 1, progress.epoch
+                scalars = _optimizer_step(net, model, optimizer, loss_fn, batch, Step(step, cfg.seed, run.rank), run)
+                progress.finish_batch(run.batches_per_epoch)
+                if _due(cfg.log_every, step, cfg.steps):
+                    rows.append(_log_row(run, step, epoch, scalars, optimizer.param_groups[0]["lr"], log))
+                    bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}")
+                bar.update(1)
+                if _due(cfg.ckpt_every, step, cfg.steps):
+                    _save(run, model, optimizer, progress, rows)
+                if step >= cfg.steps:
+                    break
     finally:
         if log is not None:
             log.close()
         bar.close()
+
+
+def objective_loss(net, batch, step) -> dict:
+    """The ``loss_fn`` of a model that is its own objective (``net(batch, step)`` returns the dict):
+    it runs through ``forward``, so DDP averages the gradients."""
+    return net(batch, step)
+
+
+def train(model, dataset, loss_fn, cfg: TrainConfig, resume: bool = False, collate_fn=None) -> list[dict]:
+    """Train ``model`` in place; returns every log row of the run (earlier ones too on resume).
+
+    ``loss_fn(model, batch, step)`` -> ``{"loss": scalar tensor, other scalars...}``;
+    ``step`` counts from 1 (a ``Step``: ``step_generator(step)`` draws this step's numbers).
+    ``resume=True`` continues from ``out_dir/checkpoint`` if one exists (and starts afresh otherwise).
+    """
+    check_config(cfg)
+    device = resolve_device(cfg.device, world_info()[2])
+    started_group = _init_distributed(device)
+    try:
+        run = _start_run(model, dataset, cfg, device)
+        model.to(device)
+        optimizer = make_optimizer(model, cfg)
+        progress, rows, folder = _resume(run, model, optimizer) if resume else (_Progress(), [], None)
+        _open_run_folder(run, rows, folder, progress.step)
+        net = _wrap(model, run)
+        with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+            _run_steps(run, model, net, optimizer, dataset, loss_fn, collate_fn, progress, rows)  # caller's RNG kept
+    finally:
         if started_group:
             dist.destroy_process_group()
     return rows

@@ -12,6 +12,7 @@ from PIL import Image
 
 from sar3d_core import conditioning
 from sar3d_core.conditioning import Condition, ConditionEncoder
+from sar3d_core.training import Step, TrainConfig, read_log
 
 WORDS = ["a", "red", "blue", "chair", "table", "with", "four", "legs", "tall", ",", "-", "two", "tone"]
 MAX_LEN, WIDTH, PATCHES = 10, 32, 16  # CLIP vision 32 px / patch 8 and DINOv2 32 px / patch 8: 16 patches
@@ -159,16 +160,149 @@ def test_missing_hub_models_raise_one_line_errors(folders, monkeypatch):
         conditioning.load_condition_encoder("large")
 
 
-def test_training_command_writes_a_loadable_tiny_clip(tmp_path, monkeypatch):
+COLOURS = {"red": (1.0, 0.1, 0.1), "blue": (0.1, 0.1, 1.0), "green": (0.1, 0.9, 0.1), "white": (0.9, 0.9, 0.9)}
+
+
+def captioned_toys(views: int = 2) -> conditioning.CaptionedRenders:
+    """8 toy objects (a coloured bar, short for a chair, tall for a table on white) with two prompt forms each."""
+    g = torch.Generator().manual_seed(0)
+    prompts, images = [], []
+    for colour, rgb in COLOURS.items():
+        for category, half_height in (("chair", 6), ("table", 10)):
+            prompts.append([f"a {colour} {category}", f"{colour} {category}"])
+            view = torch.ones(3, 32, 32)
+            view[:, 16 - half_height:16 + half_height, 10:22] = torch.tensor(rgb)[:, None, None]
+            images.append(torch.stack([(view + 0.05 * torch.randn(3, 32, 32, generator=g)).clamp(0, 1)
+                                       for _ in range(views)]))
+    return conditioning.CaptionedRenders((torch.stack(images) * 255).round().to(torch.uint8), prompts, toy_tokenizer())
+
+
+def toy_tokenizer():
+    return conditioning.build_tokenizer(WORDS + list(COLOURS), max_length=MAX_LEN)
+
+
+def toy_clip():
+    return conditioning.new_tiny_clip(len(toy_tokenizer()), MAX_LEN, seed=0, image_size=32, width=WIDTH, layers=1,
+                                      heads=2)
+
+
+def clip_config(out_dir, **kw):
+    return TrainConfig(**{"steps": 24, "batch_size": 8, "lr": 3e-3, "log_every": 1, "ckpt_every": 8, "seed": 3,
+                          "out_dir": str(out_dir), "device": "cpu", "betas": (0.9, 0.999), **kw})
+
+
+def full_batch_loss(clip, data) -> float:
+    """The objective on all 8 objects at one fixed step (the same views, forms and augmentation every call)."""
+    batch = torch.utils.data.default_collate([data[i] for i in range(len(data))])
+    with torch.no_grad():
+        return conditioning.ClipObjective(clip)(batch, Step(1, seed=5))["loss"].item()
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def trained_clip(tmp_path_factory):
+    """A toy CLIP trained for 24 steps through training.train, uninterrupted."""
+    data, clip = captioned_toys(), toy_clip()
+    before = full_batch_loss(clip, data)
+    rows = conditioning.fit_clip(clip, data, clip_config(tmp_path_factory.mktemp("clip")))
+    return {"clip": clip, "data": data, "rows": rows, "before": before, "after": full_batch_loss(clip, data)}
+
+
+def test_clip_objective_masks_equal_prompts_and_agrees_with_clip_logits(monkeypatch):
+    from sar3d_core import features
+
+    monkeypatch.setattr(features, "augment", lambda x, g: x)  # the same pixels as the reference below
+    clip, data, tok = toy_clip(), captioned_toys(views=1), toy_tokenizer()
+    prompts = ["a red chair", "a red chair", "a blue table"]  # objects 0 and 1 share their prompt
+    data = conditioning.CaptionedRenders(data.images[[0, 1, 3]], [[p] for p in prompts], tok)
+    batch = torch.utils.data.default_collate([data[i] for i in range(3)])
+    with torch.no_grad():
+        loss = conditioning.ClipObjective(clip)(batch, Step(1))["loss"]
+        x = (batch["images"][:, 0].float() / 255 - torch.tensor(conditioning.CLIP_MEAN)[:, None, None]) \
+            / torch.tensor(conditioning.CLIP_STD)[:, None, None]
+        enc = tok(prompts, padding="max_length", return_tensors="pt")
+        logits = clip(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=x).logits_per_text
+        logits[0, 1] = logits[1, 0] = float("-inf")  # not each other's negatives
+        target = torch.arange(3)
+        expected = (torch.nn.functional.cross_entropy(logits, target)
+                    + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+        torch.testing.assert_close(loss, expected)
+        pair = torch.utils.data.default_collate([data[0], data[1]])  # only equal prompts: nothing to tell apart
+        assert conditioning.ClipObjective(clip)(pair, Step(1))["loss"].item() == 0.0
+    with pytest.raises(ValueError, match="same number"):
+        conditioning.CaptionedRenders(data.images, [["a"], ["a", "b"], ["c"]], tok)
+
+
+def test_clip_trains_through_the_training_loop_and_lowers_its_loss(trained_clip, tmp_path):
+    rows = trained_clip["rows"]
+    assert [r["step"] for r in rows] == list(range(1, 25)) and {"loss", "temperature", "lr"} <= rows[0].keys()
+    # chance on 8 pairs is ln 8 = 2.08; measured 2.38 -> 0.63
+    assert trained_clip["after"] < 0.5 * trained_clip["before"], trained_clip
+    again = toy_clip()  # deterministic for a seed: a second run gives the same weights
+    conditioning.fit_clip(again, captioned_toys(), clip_config(tmp_path))
+    assert all(torch.equal(a, b) for a, b in zip(state(again).values(), state(trained_clip["clip"]).values()))
+    assert (tmp_path / "loss.png").is_file() and (tmp_path / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_killed_clip_run_resumes_to_the_same_weights(trained_clip, tmp_path, monkeypatch):
+    forward = conditioning.ClipObjective.forward
+
+    def killed_at_13(self, batch, step):
+        if step == 13:
+            raise KeyboardInterrupt
+        return forward(self, batch, step)
+
+    monkeypatch.setattr(conditioning.ClipObjective, "forward", killed_at_13)
+    with pytest.raises(KeyboardInterrupt):
+        conditioning.fit_clip(toy_clip(), captioned_toys(), clip_config(tmp_path))
+    monkeypatch.setattr(conditioning.ClipObjective, "forward", forward)
+    clip = toy_clip()  # a fresh process: fresh weights, then the step-8 checkpoint
+    rows = conditioning.fit_clip(clip, captioned_toys(), clip_config(tmp_path), resume=True)
+    assert rows == trained_clip["rows"]
+    expected = state(trained_clip["clip"])
+    assert all(torch.equal(v, expected[k]) for k, v in state(clip).items())
+
+
+def test_saved_tiny_clip_is_what_the_encoder_loads(trained_clip, tmp_path):
+    clip, tok = trained_clip["clip"], toy_tokenizer()
+    conditioning.save_tiny_clip(tmp_path, clip, tok)
+    enc = ConditionEncoder.tiny_clip(tmp_path)
+    prompts = ["a red chair", "a tall blue table"]
+    with torch.no_grad():
+        ids = tok(prompts, padding="max_length", return_tensors="pt")
+        direct = clip.text_model(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).pooler_output
+    torch.testing.assert_close(enc.encode_text(prompts).pooled, direct)
+    with torch.no_grad():
+        x = (trained_clip["data"].images[:2, 0].float() / 255 - enc.mean) / enc.std
+        direct = clip.vision_model(pixel_values=x).pooler_output
+    torch.testing.assert_close(enc.encode_image(trained_clip["data"].images[:2, 0]).pooled, direct)
+
+
+def test_training_command_writes_a_loadable_tiny_clip_and_resumes(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
     monkeypatch.setenv("SAR3D_CACHE", str(tmp_path / "cache"))  # renders of 6 objects, not the shared cache
-    conditioning.train_tiny_clip(tmp_path / "clip", num_objects=6, views=1, epochs=1, batch_size=2, threads=1,
-                                 eval_count=3, progress=False)
+    kw = dict(num_objects=6, views=1, epochs=1, batch_size=2, threads=1, eval_count=3, progress=False,
+              run_dir=tmp_path / "run")
+    conditioning.train_tiny_clip(tmp_path / "clip", **kw)
     metrics = json.loads((tmp_path / "clip" / "metrics.json").read_text())
     assert metrics["retrieval"]["test_objects"] == 3 and "--objects 6" in metrics["command"]
+    assert metrics["steps"] == 3 and metrics["prompt_forms_per_object"] == 6  # 6 train objects / 2 per batch
+    log = read_log(tmp_path / "run" / "log.jsonl")
+    assert [r["step"] for r in log] == [3] and metrics["final_loss"] == round(log[-1]["loss"], 4)
+    assert (tmp_path / "run" / "loss.png").is_file()
     enc = ConditionEncoder.tiny_clip(tmp_path / "clip")
     assert enc.image_size == 64 and str(tmp_path / "clip") in enc.name  # from its preprocessor_config.json
     assert enc.encode_text("a red chair").tokens.shape == (1, 32, 128)
     assert enc.encode_image(torch.rand(2, 3, 64, 64)).tokens.shape == (2, 64, 128)
+    # resumed from the finished run's checkpoint: no step is run again, the same model is exported
+    first = load_file(tmp_path / "clip" / "model.safetensors")
+    conditioning.train_tiny_clip(tmp_path / "again", resume=True, **kw)
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from sar3d_core import features
+from sar3d_core import features, training
 from sar3d_core.features import FeatureNet, FeatureNetConfig
+from sar3d_core.training import TrainConfig
 from sar3d_core.world import CATEGORIES, objects_in_split
 
 SMALL = FeatureNetConfig(widths=(8, 16), strides=(2, 2),
@@ -142,3 +143,73 @@ def test_features_are_deterministic_and_separate_categories(shipped, test_render
         same = torch.tensor([[a[key] == b[key] for b in labels] for a in labels])
         within, between = d[same & off_diagonal].mean(), d[~same].mean()
         assert within < bound * between, (key, within, between)
+
+
+def toy_renders(n: int = 32) -> features.LabelledRenders:
+    """Solid squares whose colour gives the category (4 classes); the lamp.shade head is unlabelled (-1)."""
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.tensor([[1.0, 0.1, 0.1], [0.1, 0.1, 1.0], [0.1, 0.9, 0.1], [0.2, 0.2, 0.2]])
+    images = torch.ones(n, 3, 64, 64)
+    for i in range(n):
+        images[i, :, 16:48, 16:48] = rgb[i % 4, :, None, None] + 0.05 * torch.randn(3, 32, 32, generator=g)
+    labels = torch.tensor([[i % 4, -1] for i in range(n)])
+    return features.LabelledRenders((images.clamp(0, 1) * 255).round().to(torch.uint8), labels)
+
+
+def toy_config(out_dir, **kw):
+    return TrainConfig(**{"steps": 16, "batch_size": 8, "lr": 3e-2, "log_every": 1, "ckpt_every": 6, "seed": 3,
+                          "out_dir": str(out_dir), "device": "cpu", "grad_clip": 0.0, **kw})
+
+
+def test_feature_net_trains_through_the_training_loop_and_resumes(tmp_path, monkeypatch):
+    data = toy_renders()
+    net = features.new_feature_net(SMALL, seed=0)
+    rows = features.fit_feature_net(net, data, toy_config(tmp_path / "a"))
+    assert [r["step"] for r in rows] == list(range(1, 17)) and not net.training
+    predicted = net.predict(data.images)["category"]  # a second way: class names against the labels
+    # measured 1.0 (chance 0.25); the loss falls from 2.7 to 0.6
+    assert sum(p == CATEGORIES[y] for p, y in zip(predicted, data.labels[:, 0].tolist())) / len(data) >= 0.9
+    assert sum(r["loss"] for r in rows[-3:]) < 0.5 * sum(r["loss"] for r in rows[:3])
+    saved = json.loads((tmp_path / "a" / "checkpoint" / "config.json").read_text())
+    assert saved["model_config"]["heads"] == SMALL.heads and (tmp_path / "a" / "loss.png").is_file()
+
+    forward = features.FeatureObjective.forward
+
+    def killed_at_9(self, batch, step):
+        if step == 9:
+            raise KeyboardInterrupt
+        return forward(self, batch, step)
+
+    monkeypatch.setattr(features.FeatureObjective, "forward", killed_at_9)
+    with pytest.raises(KeyboardInterrupt):
+        features.fit_feature_net(features.new_feature_net(SMALL, seed=0), data, toy_config(tmp_path / "b"))
+    monkeypatch.setattr(features.FeatureObjective, "forward", forward)
+    resumed = features.new_feature_net(SMALL, seed=0)  # fresh weights, then the step-6 checkpoint
+    assert features.fit_feature_net(resumed, data, toy_config(tmp_path / "b"), resume=True) == rows
+    expected = net.state_dict()  # weights and BatchNorm statistics
+    assert all(torch.equal(v, expected[k]) for k, v in resumed.state_dict().items())
+
+
+def test_augment_is_a_function_of_its_generator():
+    x = torch.rand(4, 3, 64, 64)
+    a, b = (features.augment(x, torch.Generator().manual_seed(1)) for _ in range(2))
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    assert not torch.equal(a, features.augment(x, torch.Generator().manual_seed(2)))
+
+
+def test_training_command_writes_a_loadable_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAR3D_CACHE", str(tmp_path / "cache"))  # renders of 4 objects, not the shared cache
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = features.train_feature_net(tmp_path / "net", num_objects=4, views_per_object=1, epochs=2, batch_size=2,
+                                         eval_count=2, config=SMALL, progress=False, run_dir=tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    metrics = json.loads((tmp_path / "net" / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and "--objects 4" in metrics["command"]  # 2 epochs of 4 renders / 2
+    assert [r["step"] for r in training.read_log(tmp_path / "run" / "log.jsonl")] == [4]
+    loaded = FeatureNet.from_pretrained(tmp_path / "net")
+    x = torch.rand(3, 3, 64, 64)
+    assert torch.equal(loaded.features(x), net.features(x))
+    assert [p.name for p in (tmp_path / "cache" / "featnet").iterdir()] == ["trainval_4x1_64px_seed0_ss0.15.pt"]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sar3d_core.ar_eval import short_prompts
-from sar3d_core.ar_train import ARDataset, text_prompts
+from sar3d_core.ar_train import ARDataset, pick_forms, text_prompts
+from sar3d_core.training import step_generator
 from sar3d_core.conditioning import _string_ids
 from sar3d_core.world import CATEGORIES, CATEGORY_WORDS, COLOURS, make_object, prompt_forms
 
@@ -57,9 +58,17 @@ def test_dataset_with_forms_draws_a_form_of_the_same_object():
     pooled = torch.arange(n * k, dtype=torch.float)[:, None]  # row j belongs to object j // k
     cond = {"pooled": pooled, "tokens": pooled[:, None].expand(-1, 2, -1), "mask": torch.ones(n * k, 2, dtype=torch.bool)}
     ds = ARDataset(seq, teacher, cond, forms=k)
-    torch.manual_seed(0)
-    seen = {int(ds[2]["pooled"]) for _ in range(60)}
-    assert seen == {6, 7, 8}  # every form of object 2 and nothing else
+    assert ds[2]["pooled"][:, 0].tolist() == [6, 7, 8]  # every form of object 2 and nothing else
+    batch = torch.utils.data.default_collate([ds[2], ds[0]])
+    seen = set()
+    for step in range(60):
+        picked = pick_forms(batch, step_generator(step, seed=0, rank=0))
+        again = pick_forms(batch, step_generator(step, seed=0, rank=0))
+        assert torch.equal(picked["pooled"], again["pooled"])  # a function of the step: resumable
+        assert picked["pooled"].shape == (2, 1) and picked["tokens"].shape == (2, 2, 1)
+        assert int(picked["pooled"][1]) in (0, 1, 2)  # object 0 keeps its own forms
+        seen.add(int(picked["pooled"][0]))
+    assert seen == {6, 7, 8}
     with pytest.raises(ValueError, match="one row per object"):
         ARDataset(seq, teacher, cond, forms=2)
 

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from conftest import run_torchrun
 from sar3d_core import training
-from sar3d_core.training import EpochSampler, TrainConfig, find_checkpoint, load_checkpoint, step_generator, train
+from sar3d_core.training import (EpochSampler, TrainConfig, check_config, find_checkpoint, load_checkpoint,
+                                 step_generator, train)
 
 TESTS = Path(__file__).resolve().parent
 
@@ -248,3 +249,84 @@ def test_linear_lr_decay_is_a_function_of_the_step_and_resumes(tmp_path):
     train(model_a, toy_dataset(), toy_loss, config(tmp_path / "c", **{**kw, "ckpt_every": 3}))
     assert_same_weights(weights(model_a), weights(model_b))
     assert rows_b[-1]["lr"] == pytest.approx(rows[-1]["lr"])
+
+
+def test_loss_fn_gets_a_step_that_carries_the_seed_and_rank(tmp_path):
+    seen = []
+
+    def loss(model, batch, step):
+        seen.append((type(step), int(step), step.seed, step.rank, torch.rand(2, generator=step_generator(step))))
+        return toy_loss(model, batch, step)
+
+    train(toy_model(), toy_dataset(), loss, config(tmp_path, steps=3))
+    assert [s[:4] for s in seen] == [(training.Step, i, 7, 0) for i in (1, 2, 3)]
+    for _, i, _, _, drawn in seen:  # the same numbers as asking for seed 7, rank 0 by hand
+        assert torch.equal(drawn, torch.rand(2, generator=step_generator(i, seed=7, rank=0)))
+    # nothing of the run is left behind: a plain int means seed 0, rank 0, whatever ran before
+    assert torch.equal(torch.rand(2, generator=step_generator(2)), torch.rand(2, generator=step_generator(2, 0, 0)))
+    step = training.Step(4, seed=7, rank=1)
+    assert step == 4 and type(step + 1) is int and json.dumps({"step": step}) == '{"step": 4}'
+    assert not torch.equal(torch.rand(2, generator=step_generator(step)),
+                           torch.rand(2, generator=step_generator(step, rank=0)))  # an explicit rank wins
+
+
+def test_warmup_then_linear_decay(tmp_path):
+    cfg = TrainConfig(steps=10, lr=1.0, warmup=0.2, lr_decay_from=0.2, lr_final=0.0)
+    assert [cfg.lr_at(s) for s in (1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 0.5, 0.0])
+    assert TrainConfig(steps=10, lr=0.3, warmup=0.3).lr_at(2) == pytest.approx(0.2)  # ceil(3) warm-up steps
+    rows = train(toy_model(), toy_dataset(), toy_loss, config(tmp_path, steps=10, warmup=0.2, lr_decay_from=0.2,
+                                                               lr_final=0.0))
+    assert [r["lr"] for r in rows] == pytest.approx([5e-2 * cfg.lr_at(r["step"]) for r in rows])
+
+
+class GroupedToy(torch.nn.Module):
+    """A linear map whose bias is left out of the weight decay (``optimizer_groups``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+
+    def optimizer_groups(self):
+        return [{"params": [self.lin.weight]}, {"params": [self.lin.bias], "weight_decay": 0.0}]
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_optimizer_groups_hook_sets_the_weight_decay_per_group(tmp_path):
+    model = GroupedToy()
+    before = weights(model)
+    zero_grad_loss = lambda net, batch, step: {"loss": 0.0 * net(batch[0]).sum()}  # noqa: E731
+    train(model, toy_dataset(), zero_grad_loss, config(tmp_path, steps=3, lr=0.1, weight_decay=0.5))
+    # a zero gradient leaves only AdamW's decoupled decay: w <- w (1 - lr wd) per step, the bias untouched
+    torch.testing.assert_close(model.lin.weight, before["lin.weight"] * (1 - 0.1 * 0.5) ** 3)
+    assert torch.equal(model.lin.bias, before["lin.bias"])
+    saved = torch.load(tmp_path / "checkpoint" / "optimizer.pt", weights_only=True)
+    assert [g["weight_decay"] for g in saved["param_groups"]] == [0.5, 0.0]
+
+
+def test_batches_per_epoch_drops_the_last_partial_batch():
+    assert training.batches_per_epoch(64, 8) == 8 and training.batches_per_epoch(70, 8) == 8
+    assert training.batches_per_epoch(70, 8, world_size=2) == 4  # 35 items per rank
+    with pytest.raises(ValueError, match="do not fill one batch of 8"):
+        training.batches_per_epoch(7, 8)
+
+
+def test_one_cycle_schedule_is_torchs_one_cycle_lr():
+    """``schedule="one-cycle"`` gives, step by step, the rates of ``torch.optim.lr_scheduler.OneCycleLR``
+    (the tiny CLIP's and the feature network's schedule), so resuming can recompute them from the step."""
+    cfg = TrainConfig(steps=40, lr=1e-3, warmup=0.15, schedule="one-cycle")
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=cfg.warmup)
+    torch_rates = []
+    for _ in range(cfg.steps):
+        torch_rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [cfg.lr_at(s) for s in range(1, cfg.steps + 1)] == pytest.approx(torch_rates, rel=1e-9)
+    with pytest.raises(ValueError, match="not 'linear' or 'one-cycle'"):
+        check_config(TrainConfig(schedule="cosine"))
+    with pytest.raises(ValueError, match="warm-up share"):
+        check_config(TrainConfig(steps=40, schedule="one-cycle", warmup=0.0))
+    short = TrainConfig(steps=4, lr=1e-3, warmup=0.15, schedule="one-cycle")  # warm-up under one step: decay only
+    assert short.lr_at(1) < 1e-3 and short.lr_at(4) == pytest.approx(1e-3 / 25e4)
