@@ -20,8 +20,9 @@ Conventions (DESIGN.md §4):
   the mean), so the MLP input has ``F`` channels whatever the number of planes; or, with
   ``plane_merge="concat"`` (the official SAR3D decoder's choice), concatenated: ``3 F``
   channels, which keeps which plane a feature came from.
-* Distances ``t`` are along unit world rays (``cameras.camera_rays``); ``render_views``
-  converts the depth it returns to planar camera z with ``cameras.ray_depth_scale``.
+* Distances ``t`` are along unit world rays (``cameras.camera_rays``); ``render_images`` and
+  ``render_pixels`` convert the depth they return to planar camera z with
+  ``cameras.ray_depth_scale``.
 """
 from __future__ import annotations
 
@@ -308,56 +309,107 @@ def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratifi
             "expected_depth": depth_BR / opacity_BR.clamp(min=1e-8), "weights": w_BRS, "t": t_BRS}
 
 
+def camera_pixel_rays(c, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rays of every pixel of cameras ``c (B, V, 25)``, flattened over ``(V, H, W)``:
+    ``origins (B, P, 3)``, unit ``dirs (B, P, 3)`` and ``depth_scale (B, P)`` (distance per unit
+    planar depth, ``cameras.ray_depth_scale``), ``P = V H W``."""
+    B = c.shape[0]
+    origins, dirs = camera_rays(c, height, width)  # (B, V, H, W, 3)
+    scale = ray_depth_scale(c, height, width).reshape(B, -1)
+    return origins.reshape(B, -1, 3), dirs.reshape(B, -1, 3), scale
+
+
+def render_rays(planes_B3FHW, field: TriplaneField, origins_BR3, dirs_BR3, num_samples: int, depth_scale_BR=None,
+                stratified: bool = False, generator: torch.Generator | None = None,
+                chunk: int | None = None) -> dict:
+    """Volume-render the field on the triplane along rays ``(B, R, 3)`` inside its box (NeRF [44]).
+
+    Returns ``rgb (B, R, 3)`` on white, ``depth (B, R)`` (``sum_i w_i t_i``, planar when
+    ``depth_scale_BR`` is given; 0 on empty rays) and ``mask (B, R)`` the opacity. ``chunk``:
+    at most that many rays per call of the field (memory); the result does not depend on it
+    unless ``stratified`` draws from ``generator``.
+    """
+    near, far = ray_box_interval(origins_BR3, dirs_BR3, -field.bound, field.bound)
+    field_fn = lambda pts: field.query(planes_B3FHW, pts)  # noqa: E731
+    R = origins_BR3.shape[1]
+    step = R if chunk is None else int(chunk)
+    scale = (lambda s: None) if depth_scale_BR is None else (lambda s: depth_scale_BR[:, s])  # noqa: E731
+    parts = [volume_render(field_fn, origins_BR3[:, i:i + step], dirs_BR3[:, i:i + step], near[:, i:i + step],
+                           far[:, i:i + step], num_samples, stratified, generator, scale(slice(i, i + step)))
+             for i in range(0, R, step)]
+    cat = lambda k: torch.cat([p[k] for p in parts], 1)  # noqa: E731
+    return {"rgb": cat("rgb"), "depth": cat("depth"), "mask": cat("opacity")}
+
+
+def _check_cameras(planes_B3FHW, c) -> None:
+    """Cameras ``(B, V, 25)``, one row of views per object of the planes."""
+    if c.ndim != 3 or c.shape[-1] != 25 or c.shape[0] != planes_B3FHW.shape[0]:
+        raise ValueError(f"cameras c have shape {tuple(c.shape)}: expected (B={planes_B3FHW.shape[0]}, V, 25)")
+
+
+def render_images(planes_B3FHW, field: TriplaneField, c, height: int, width: int, num_samples: int,
+                  stratified: bool = False, generator: torch.Generator | None = None,
+                  chunk: int | None = None) -> dict:
+    """Render every pixel of cameras ``c (B, V, 25)``: full images (Sec. 4.1, the RGB-D-mask of Eq. 8).
+
+    ``rgb (B, V, 3, H, W)`` on white, ``depth (B, V, 1, H, W)`` planar (``sum_i w_i z_i``, 0
+    where empty), ``mask (B, V, 1, H, W)`` the opacity.
+    """
+    _check_cameras(planes_B3FHW, c)
+    B, V = c.shape[:2]
+    origins, dirs, scale = camera_pixel_rays(c, height, width)
+    out = render_rays(planes_B3FHW, field, origins, dirs, num_samples, scale, stratified, generator, chunk)
+    return {"rgb": out["rgb"].reshape(B, V, height, width, 3).permute(0, 1, 4, 2, 3),
+            "depth": out["depth"].reshape(B, V, 1, height, width),
+            "mask": out["mask"].reshape(B, V, 1, height, width)}
+
+
+def random_pixel_index(batch: int, views: int, height: int, width: int, count: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pixel numbers ``(B, count)`` into the flattened ``(V, H, W)`` grid, drawn uniformly
+    without replacement per object (the random rays of the render loss)."""
+    total = views * height * width
+    if not 1 <= int(count) <= total:
+        raise ValueError(f"ray_subset={count} must be between 1 and V*H*W = {total}")
+    return torch.rand(batch, total, generator=generator).argsort(-1)[:, :int(count)]
+
+
+def render_pixels(planes_B3FHW, field: TriplaneField, c, height: int, width: int, index, num_samples: int,
+                  stratified: bool = False, generator: torch.Generator | None = None,
+                  chunk: int | None = None) -> dict:
+    """Render the pixels ``index (B, n)`` (numbers into the flattened ``(V, H, W)`` grid of
+    cameras ``c (B, V, 25)``, e.g. ``random_pixel_index`` or ``patch_index``).
+
+    ``rgb (B, n, 3)``, planar ``depth (B, n)``, ``mask (B, n)``, the ``index`` itself and its
+    split into ``view``, ``row``, ``col`` (each ``(B, n)``).
+    """
+    _check_cameras(planes_B3FHW, c)
+    B, V = c.shape[:2]
+    if index.ndim != 2 or index.shape[0] != B or int(index.min()) < 0 or int(index.max()) >= V * height * width:
+        raise ValueError(f"index of shape {tuple(index.shape)} must be (B={B}, n) pixel numbers in [0, V*H*W)")
+    origins, dirs, scale = camera_pixel_rays(c, height, width)
+    index = index.to(origins.device)
+    take = lambda x: x.gather(1, index[..., None].expand(-1, -1, 3))  # noqa: E731
+    out = render_rays(planes_B3FHW, field, take(origins), take(dirs), num_samples, scale.gather(1, index),
+                      stratified, generator, chunk)
+    pix = index % (height * width)
+    return {**out, "index": index, "view": index // (height * width), "row": pix // width, "col": pix % width}
+
+
 def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int, num_samples: int,
                  ray_subset: int | None = None, generator: torch.Generator | None = None,
                  stratified: bool = False, chunk: int | None = None, index=None) -> dict:
-    """Render the triplane from cameras ``c (B, V, 25)``.
-
-    Full images (``ray_subset=None``): ``rgb (B, V, 3, H, W)``, ``depth (B, V, 1, H, W)``
-    planar and ``sum_i w_i z_i`` (0 where empty), ``mask (B, V, 1, H, W)`` the opacity.
-    ``ray_subset=n``: ``n`` rays per object drawn without replacement (with ``generator``):
-    ``rgb (B, n, 3)``, ``depth (B, n)``, ``mask (B, n)`` and their pixels ``index (B, n)``
-    into the flattened ``(V, H, W)`` grid, also split into ``view``, ``row``, ``col``.
-    ``index (B, n)``: render exactly these pixels instead (e.g. ``patch_index``), returned
-    the same way as a ray subset. ``chunk`` renders at most that many rays per call of the
-    field (memory).
-    """
-    if c.ndim != 3 or c.shape[-1] != 25 or c.shape[0] != planes_B3FHW.shape[0]:
-        raise ValueError(f"cameras c have shape {tuple(c.shape)}: expected (B={planes_B3FHW.shape[0]}, V, 25)")
-    B, V = c.shape[:2]
-    origins, dirs = camera_rays(c, height, width)  # (B, V, H, W, 3)
-    origins, dirs = origins.reshape(B, -1, 3), dirs.reshape(B, -1, 3)
-    scale = ray_depth_scale(c, height, width).reshape(B, -1)
+    """``render_images`` (neither ``ray_subset`` nor ``index``), or ``render_pixels`` at ``index``
+    or at ``ray_subset`` pixels drawn by ``random_pixel_index`` with ``generator``: one entry
+    point for ``vqvae.SAR3DVQVAE.render``, which takes the same options."""
     if ray_subset is not None and index is not None:
         raise ValueError("give ray_subset or index, not both")
+    if ray_subset is None and index is None:
+        return render_images(planes_B3FHW, field, c, height, width, num_samples, stratified, generator, chunk)
+    _check_cameras(planes_B3FHW, c)
     if ray_subset is not None:
-        n = int(ray_subset)
-        if not 1 <= n <= origins.shape[1]:
-            raise ValueError(f"ray_subset={ray_subset} must be between 1 and V*H*W = {origins.shape[1]}")
-        index = torch.rand(B, origins.shape[1], generator=generator).argsort(-1)[:, :n].to(origins.device)
-    if index is not None:
-        if index.ndim != 2 or index.shape[0] != B or int(index.min()) < 0 or int(index.max()) >= origins.shape[1]:
-            raise ValueError(f"index of shape {tuple(index.shape)} must be (B={B}, n) pixel numbers in [0, V*H*W)")
-        index = index.to(origins.device)
-        origins, dirs, scale = (x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])) if x.ndim == 3
-                                else x.gather(1, index) for x in (origins, dirs, scale))
-    near, far = ray_box_interval(origins, dirs, -field.bound, field.bound)
-    field_fn = lambda pts: field.query(planes_B3FHW, pts)  # noqa: E731
-    R = origins.shape[1]
-    step = R if chunk is None else int(chunk)
-    parts = [volume_render(field_fn, origins[:, i:i + step], dirs[:, i:i + step], near[:, i:i + step],
-                           far[:, i:i + step], num_samples, stratified, generator, scale[:, i:i + step])
-             for i in range(0, R, step)]
-    rgb, depth, mask = (torch.cat([p[k] for p in parts], 1) for k in ("rgb", "depth", "opacity"))
-    if index is not None:
-        pix = index % (height * width)
-        return {"rgb": rgb, "depth": depth, "mask": mask, "index": index,
-                "view": index // (height * width), "row": pix // width, "col": pix % width}
-    return {
-        "rgb": rgb.reshape(B, V, height, width, 3).permute(0, 1, 4, 2, 3),
-        "depth": depth.reshape(B, V, 1, height, width),
-        "mask": mask.reshape(B, V, 1, height, width),
-    }
+        index = random_pixel_index(c.shape[0], c.shape[1], height, width, ray_subset, generator)
+    return render_pixels(planes_B3FHW, field, c, height, width, index, num_samples, stratified, generator, chunk)
 
 
 def patch_index(batch: int, views: int, height: int, width: int, patch: int, count: int = 1,

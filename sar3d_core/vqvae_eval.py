@@ -1,8 +1,9 @@
-"""Measuring the 3D VQVAE on the test split (paper Sec. 4.1 and 5; the targets of issue 4).
+"""Measuring the 3D VQVAE on the test split (paper Sec. 4.1 and 5).
 
-``evaluate_vqvae(model, data)`` encodes each object from its 6 input views, quantizes it
-with all K scales (Alg. 1) and renders **all 12 views** (the 6 inputs and 6 novel ones)
-at full resolution; it reports
+``evaluate_vqvae(model, data)`` encodes each object from its 6 input views
+(``data.INPUT_VIEWS``), quantizes it with all K scales (Alg. 1) and renders **all 12 views**
+(``EVAL_VIEWS``: the 6 inputs and the 6 novel ones, ``data.TARGET_VIEWS``) at full
+resolution; it reports
 
 * PSNR of RGB on white (per view, averaged), split into input and novel views, and mask IoU
   (opacity > 0.5 against the ground-truth mask);
@@ -19,6 +20,8 @@ at full resolution; it reports
   absolute error. PSNR on white is mostly background and silhouette; this says whether
   the objects come back in their own colours.
 
+``evaluate_object(model, item)`` gives the per-object numbers of one object (its row of the
+report, with the renders); ``codebook_usage`` and ``summarise_objects`` combine several.
 Run it as ``python -m sar3d_core.vqvae_eval --data FOLDER [--checkpoint DIR]``; the numbers
 of the README come from that command.
 """
@@ -27,13 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .metrics import chamfer_distance, mask_iou, psnr, sample_mesh_surface
+from .data import INPUT_VIEWS, TARGET_VIEWS, MultiViewDataset
+from .metrics import mask_iou, mesh_chamfer, psnr
+from .triplane import render_images
+from .views import MultiView
+from .world import make_object
 
 
 @torch.no_grad()
@@ -76,14 +83,13 @@ class OracleField:
 
 @torch.no_grad()
 def oracle_render(obj, c_V25: torch.Tensor, size: int, num_samples: int, bound: float, supersample: int = 2) -> dict:
-    """The exact object (``OracleField``) through the model's renderer (``render_views``, the same
-    ``num_samples``) and the same pixel sampling (``supersample``) -> ``rgb``, ``mask (1, V, C, H, W)``."""
-    from .triplane import render_views
+    """The exact object (``OracleField``) through the model's renderer (``triplane.render_images``, the
+    same ``num_samples``) and the same pixel sampling (``supersample``) -> ``rgb``, ``mask (1, V, C, H, W)``."""
     from .vqvae import supersampled
 
     field = OracleField(obj, bound)
     dummy = torch.zeros(1, 3, 1, 1, 1)
-    return supersampled(lambda s: render_views(dummy, field, c_V25[None], s, s, num_samples, chunk=16384),
+    return supersampled(lambda s: render_images(dummy, field, c_V25[None], s, s, num_samples, chunk=16384),
                         size, supersample)
 
 
@@ -102,6 +108,144 @@ def hue_error(true_N3, pred_N3) -> np.ndarray:
 
 
 SATURATED = 0.3  # saturation of the true mean colour above which an object counts as saturated (hue error)
+EVAL_VIEWS = INPUT_VIEWS + TARGET_VIEWS  # every view of a chunk, rendered and scored: the inputs, then the novel ones
+
+
+def novel_views(views: int) -> slice:
+    """The novel views among ``views`` rendered in ``EVAL_VIEWS`` order (those after the
+    ``len(INPUT_VIEWS)`` inputs), or all of them when there are no more than the inputs."""
+    n_in = len(INPUT_VIEWS)
+    return slice(n_in, views) if views > n_in else slice(0, views)
+
+
+def views_item(mv: MultiView, seed: int = -1, object_id: str = "") -> dict:
+    """An object's views (``views.MultiView`` in the chunk layout, e.g. ``data.load_views(..., num_views=12)``)
+    as an evaluation item: the keys of a ``data.MultiViewDataset`` item, its ``INPUT_VIEWS`` as the
+    encoder input and all ``EVAL_VIEWS`` as targets. ``seed``: the procedural seed (-1: none)."""
+    if mv.num_views < len(EVAL_VIEWS):
+        raise ValueError(f"an evaluation item needs the {len(EVAL_VIEWS)} views of a chunk; got {mv.num_views}")
+    src, tgt = mv.select(list(INPUT_VIEWS)), mv.select(list(EVAL_VIEWS))
+    return {"encoder_input": src.encoder_input(), "input_c": src.c, "target_rgb": tgt.rgb,
+            "target_depth": tgt.depth, "target_mask": tgt.mask, "target_normal": tgt.normal, "target_c": tgt.c,
+            "caption": mv.caption or "", "seed": int(seed), "id": object_id or (f"proc:{seed}" if seed >= 0 else "")}
+
+
+@dataclass
+class ObjectReconstruction:
+    """One object encoded, quantized with all K scales, decoded and rendered at its target views.
+
+    ``metrics`` is its row of ``evaluate_vqvae``'s ``"objects"``; ``rgb (V, 3, H, W)`` in [0, 1]
+    and ``mask (V, 1, H, W)`` the renders, ``oracle_rgb`` the oracle's (or ``None``), ``novel``
+    the novel views among them, ``planes`` the decoded feature triplane ``(1, 3, F, H', W')``.
+    """
+
+    metrics: dict
+    tokens: list
+    planes: torch.Tensor
+    rgb: torch.Tensor
+    mask: torch.Tensor
+    oracle_rgb: torch.Tensor | None
+    novel: slice
+
+    @property
+    def hue_error_deg(self) -> float:
+        """The hue error of the mean colour over the novel views (``hue_error``), in degrees."""
+        m = self.metrics
+        return float(hue_error(np.array([m["colour_true"]]), np.array([m["colour_pred"]]))[0])
+
+
+def render_tokens(model, tokens: list, c_1V25: torch.Tensor, supersample: int,
+                  num_scales: int | None = None) -> tuple[torch.Tensor, dict]:
+    """Alg. 2 on the first ``num_scales`` scales (default all), then full renders at the
+    cameras, ``supersample^2`` rays per pixel -> ``(planes, {"rgb", "depth", "mask"})``."""
+    planes = model.decode_tokens(tokens, num_scales or len(model.cfg.scales))
+    return planes, model.render(planes, c_1V25, model.cfg.image_size, chunk=8192, supersample=supersample)
+
+
+def image_metrics(rgb_V3HW: torch.Tensor, mask_V1HW: torch.Tensor, true_rgb: torch.Tensor,
+                  true_mask: torch.Tensor) -> dict:
+    """PSNR on white per view, averaged over the input views, all views and the novel views
+    (views in ``EVAL_VIEWS`` order), and the mean mask IoU (opacity > 0.5)."""
+    p, n_in = psnr(rgb_V3HW, true_rgb), len(INPUT_VIEWS)
+    return {"psnr_input": float(p[:n_in].mean()), "psnr": float(p.mean()),
+            "psnr_novel": float(p[n_in:].mean()) if len(p) > n_in else float("nan"),
+            "mask_iou": float(mask_iou(mask_V1HW, true_mask).mean())}
+
+
+def mean_colours(rgb_V3HW: torch.Tensor, true_rgb: torch.Tensor, true_mask: torch.Tensor) -> dict:
+    """The mean colour inside the true mask, true and rendered: ``colour_true``, ``colour_pred`` (lists of 3)."""
+    inside = (true_mask > 0.5).to(true_rgb.dtype)
+    area = inside.sum().clamp(min=1.0)
+    return {"colour_true": ((true_rgb * inside).sum((0, 2, 3)) / area).tolist(),
+            "colour_pred": ((rgb_V3HW * inside).sum((0, 2, 3)) / area).tolist()}
+
+
+def surface_chamfer(model, planes: torch.Tensor, obj, points: int, resolution: int, seed: int = 0) -> float:
+    """Chamfer distance (``metrics.mesh_chamfer``) between the marching-cubes surface of the field
+    (``meshing.extract_mesh``) and ``points`` samples of the exact surface; NaN without a surface."""
+    from .meshing import extract_mesh
+
+    try:
+        mesh = extract_mesh(model.field, planes, model.triplane_settings.num_samples, resolution)
+        return mesh_chamfer(mesh, obj.sample_surface(points, seed=seed), seed=seed)
+    except ValueError:
+        return float("nan")
+
+
+@torch.no_grad()
+def evaluate_object(model, item: dict, *, prefixes: bool = True, supersample: int = 2, oracle: bool = True,
+                    chamfer: bool = True, points: int = 2048, mesh_resolution: int = 64,
+                    surface_seed: int = 0) -> ObjectReconstruction:
+    """The reconstruction numbers of one object (module doc), from an item with the keys of
+    ``data.MultiViewDataset`` and all ``EVAL_VIEWS`` as targets (``views_item`` makes one).
+
+    The metrics: ``psnr_scale_k`` (every prefix with ``prefixes``, else only ``K``),
+    ``image_metrics``, ``mean_colours`` over the novel views, and for procedural objects
+    (``seed >= 0``) the oracle's ``psnr_oracle`` and ``mask_iou_oracle`` (``oracle``) and
+    ``chamfer_x1e3`` (``chamfer``; ``surface_seed`` seeds both surface samplings).
+    """
+    model.eval()
+    K, true_rgb, true_mask = len(model.cfg.scales), item["target_rgb"], item["target_mask"]
+    c = item["target_c"][None]
+    q = model.encode(item["encoder_input"][None], item["input_c"][None])
+    row = {"id": item["id"], "seed": int(item["seed"])}
+    for k in range(1, K if prefixes else 1):
+        out = render_tokens(model, q.tokens, c, supersample, k)[1]
+        row[f"psnr_scale_{k}"] = float(psnr(out["rgb"][0].clamp(0, 1), true_rgb).mean())
+    planes, out = render_tokens(model, q.tokens, c, supersample)
+    rgb, mask, novel = out["rgb"][0].clamp(0, 1), out["mask"][0], novel_views(len(true_rgb))
+    scores = image_metrics(rgb, mask, true_rgb, true_mask)
+    row[f"psnr_scale_{K}"] = scores["psnr"]
+    row.update(scores)
+    row.update(mean_colours(rgb[novel], true_rgb[novel], true_mask[novel]))
+    obj = make_object(row["seed"]) if row["seed"] >= 0 and (oracle or chamfer) else None
+    oracle_rgb = None
+    if oracle and obj is not None:
+        ref = oracle_render(obj, c[0], model.cfg.image_size, model.triplane_settings.num_samples, model.field.bound,
+                            supersample)
+        oracle_rgb = ref["rgb"][0].clamp(0, 1)
+        row["psnr_oracle"] = float(psnr(oracle_rgb, true_rgb).mean())
+        row["mask_iou_oracle"] = float(mask_iou(ref["mask"][0], true_mask).mean())
+    if chamfer and obj is not None:
+        row["chamfer_x1e3"] = surface_chamfer(model, planes, obj, points, mesh_resolution, surface_seed) * 1e3
+    return ObjectReconstruction(row, q.tokens, planes, rgb, mask, oracle_rgb, novel)
+
+
+def codebook_usage(token_lists, codebook_size: int) -> dict:
+    """Distinct codebook entries picked by the objects' tokens (one list of K maps per object):
+    ``codebook_used`` (a count) and ``codebook_usage`` (a share of ``codebook_size``)."""
+    used = torch.zeros(codebook_size, dtype=torch.bool)
+    for tokens in token_lists:
+        for t in tokens:
+            used[t.flatten().cpu()] = True
+    return {"codebook_used": int(used.sum()), "codebook_usage": float(used.float().mean())}
+
+
+def summarise_objects(rows: list, num_scales: int) -> dict:
+    """The mean over objects of every per-object number (NaN-skipping; absent keys left out)."""
+    keys = ["psnr", "psnr_input", "psnr_novel", "mask_iou", "psnr_oracle", "mask_iou_oracle", "chamfer_x1e3"]
+    keys += [f"psnr_scale_{k}" for k in range(1, num_scales + 1)]
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in keys if any(k in r for r in rows)}
 
 
 @torch.no_grad()
@@ -117,13 +261,9 @@ def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, me
     of the reconstructions and of the ground truth. ``num_samples``: samples per ray of every
     render, the oracle's included (default: the model's ``TriplaneSettings.num_samples``); the
     field is continuous (trained with stratified samples), so more samples only resolve thin
-    parts that bin midpoints step over.
+    parts that bin midpoints step over. Returns ``{"summary": ..., "objects": rows}``.
     """
-    from .data import MultiViewDataset
-    from .world import make_object
-
     model.eval()
-    cfg = model.cfg
     trained_samples = model.triplane_settings.num_samples
     if num_samples is not None:
         model.triplane_settings = replace(model.triplane_settings, num_samples=int(num_samples))
@@ -136,69 +276,28 @@ def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, me
 
 def _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, prefixes, supersample, oracle,
               featnet) -> dict:
-    from .data import MultiViewDataset
-    from .world import make_object
-
+    """``evaluate_vqvae`` at the model's current samples per ray: ``evaluate_object`` on each item, then the summary."""
     cfg = model.cfg
-    dataset = MultiViewDataset(data, size=cfg.image_size, target_views=range(12))
+    dataset = MultiViewDataset(data, size=cfg.image_size, target_views=EVAL_VIEWS)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n < 1:
         raise ValueError(f"{data} holds no objects to evaluate")
-    K, n_in = len(cfg.scales), cfg.num_input_views
-    rows, used = [], torch.zeros(cfg.codebook_size, dtype=torch.bool)
-    inputs, novel_pred, novel_true = [], [], []
+    rows, tokens, inputs, novel_pred, novel_true = [], [], [], [], []
     for i in tqdm(range(n), desc="evaluating", disable=not progress):
         item = dataset[i]
-        x, xc = item["encoder_input"][None], item["input_c"][None]
+        r = evaluate_object(model, item, prefixes=prefixes, supersample=supersample, oracle=oracle, chamfer=chamfer,
+                            points=points, mesh_resolution=mesh_resolution, surface_seed=i)
+        rows.append(r.metrics)
+        tokens.append(r.tokens)
         inputs.append((item["encoder_input"], item["input_c"]))
-        q = model.encode(x, xc)
-        for t in q.tokens:
-            used[t.flatten()] = True
-        gt_rgb, gt_mask, c = item["target_rgb"], item["target_mask"], item["target_c"][None]
-        views = gt_rgb.shape[0]
-        row = {"id": item["id"], "seed": int(item["seed"])}
-        for k in (range(1, K + 1) if prefixes else [K]):
-            planes = model.decode_tokens(q.tokens, k)
-            out = model.render(planes, c, cfg.image_size, chunk=8192, supersample=supersample)
-            p = psnr(out["rgb"][0].clamp(0, 1), gt_rgb)
-            row[f"psnr_scale_{k}"] = float(p.mean())
-            if k < K:
-                continue
-            row["psnr_input"], row["psnr"] = float(p[:n_in].mean()), float(p.mean())
-            row["psnr_novel"] = float(p[n_in:].mean()) if views > n_in else float("nan")
-            row["mask_iou"] = float(mask_iou(out["mask"][0], gt_mask).mean())
-            seen = slice(n_in, views) if views > n_in else slice(0, views)  # the novel views, if any
-            inside = (gt_mask[seen] > 0.5).to(gt_rgb.dtype)
-            area = inside.sum().clamp(min=1.0)
-            row["colour_true"] = ((gt_rgb[seen] * inside).sum((0, 2, 3)) / area).tolist()
-            row["colour_pred"] = ((out["rgb"][0, seen].clamp(0, 1) * inside).sum((0, 2, 3)) / area).tolist()
-            novel_pred.append(out["rgb"][0, seen].clamp(0, 1))
-            novel_true.append(gt_rgb[seen])
-            if oracle and row["seed"] >= 0:
-                ref = oracle_render(make_object(row["seed"]), c[0], cfg.image_size,
-                                    model.triplane_settings.num_samples, model.field.bound, supersample)
-                row["psnr_oracle"] = float(psnr(ref["rgb"][0].clamp(0, 1), gt_rgb).mean())
-                row["mask_iou_oracle"] = float(mask_iou(ref["mask"][0], gt_mask).mean())
-            if chamfer and row["seed"] >= 0:
-                from .meshing import extract_mesh
-
-                try:
-                    mesh = extract_mesh(model.field, planes, model.triplane_settings.num_samples, mesh_resolution)
-                    pred = sample_mesh_surface(mesh, points, seed=i)
-                    exact = make_object(row["seed"]).sample_surface(points, seed=i).float()
-                    row["chamfer_x1e3"] = float(chamfer_distance(pred.float(), exact)) * 1e3
-                except ValueError:
-                    row["chamfer_x1e3"] = float("nan")
-        rows.append(row)
-    keys = ["psnr", "psnr_input", "psnr_novel", "mask_iou", "psnr_oracle", "mask_iou_oracle", "chamfer_x1e3"]
-    keys += [f"psnr_scale_{k}" for k in range(1, K + 1)]
-    summary = {k: float(np.nanmean([r[k] for r in rows])) for k in keys if any(k in r for r in rows)}
+        novel_pred.append(r.rgb[r.novel])
+        novel_true.append(item["target_rgb"][r.novel])
+    summary = summarise_objects(rows, len(cfg.scales))
     summary.update(objects=n, supersample=supersample, num_samples=model.triplane_settings.num_samples)
     summary.update(colour_summary(np.array([r["colour_true"] for r in rows]), np.array([r["colour_pred"] for r in rows])))
     if featnet is not None:
         summary.update(featnet_summary(featnet, torch.cat(novel_pred), torch.cat(novel_true), rows, data))
-    summary["codebook_used"] = int(used.sum())
-    summary["codebook_usage"] = float(used.float().mean())
+    summary.update(codebook_usage(tokens, cfg.codebook_size))
     summary["encode_objects_per_second"] = encode_throughput(
         model, torch.stack([a for a, _ in inputs[:16]]), torch.stack([b for _, b in inputs[:16]]))
     summary["threads"] = torch.get_num_threads()

@@ -39,16 +39,23 @@ Rays: ``object_ray_share`` of the random rays are drawn among the pixels inside 
 two pixels of) the object's mask in the supervision views, the rest uniformly; the
 background is learnt from few rays, the object is where the error is.
 
+Each term is one method of ``VQVAEObjective`` (``render_terms``, ``lpips_term``, ``vq_terms``,
+``gan_terms``, ``readout_term``, ``occupancy_term``, ``colour_term``) and ``weights(step)``
+says how they add up to the loss. The 3D aids read the procedural objects through the
+objective's ``object_of(seed)`` (default ``procedural_object``, a cached ``world.make_object``).
+
 The loop is ``training.train`` (resume, DDP, checkpoints, loss curve); ``train_vqvae``
 ties data, model and objective together and exports the final VQVAE with
 ``save_pretrained`` (the discriminator is left out of the export).
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -56,9 +63,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import SAR3DConfig
+from .data import INPUT_VIEWS, TARGET_VIEWS, MultiViewDataset
+from .encoder import lift_to_planes
+from .render import sdf_normals, shade
+from .shapes import ProceduralObject
 from .training import TrainConfig, find_checkpoint, is_main_process, load_checkpoint, step_generator, train
 from .triplane import patch_index
 from .vqvae import SAR3DVQVAE
+from .world import make_object
+
+ObjectLookup = Callable[[int], ProceduralObject]  # seed -> the procedural object (its sdf, surface, colour)
+SUPERVISED_VIEWS = INPUT_VIEWS + TARGET_VIEWS  # every view of a chunk: the 6 inputs, then the 6 novel ones
 
 # the default VQVAE: the tiny preset's (geometric lifting, colour stream and readout, l2 codes), made by
 # its command; every shipped generator and the captioner read its tokens. data_samples/vqvae_tiny_colour
@@ -121,25 +136,31 @@ class PatchDiscriminator(nn.Module):
         return self.net(images_N3HW * 2 - 1)  # [0, 1] -> [-1, 1]
 
 
-_OBJECTS: dict = {}
+@functools.lru_cache(maxsize=4096)
+def procedural_object(seed: int) -> ProceduralObject:
+    """The procedural object of ``seed`` (``world.make_object``), cached: the 3D aids read the same
+    objects again at every epoch. The default ``object_of`` of the aids' samplers and of ``VQVAEObjective``."""
+    return make_object(int(seed))
 
 
-def _procedural_object(seed: int):
-    from .world import make_object
-
-    if seed not in _OBJECTS:
-        if len(_OBJECTS) > 4096:
-            _OBJECTS.clear()
-        _OBJECTS[seed] = make_object(seed)
-    return _OBJECTS[seed]
+_procedural_object = procedural_object  # the name flexicubes_train imports
 
 
-def occupancy_samples(seeds, n: int, noise: float, bound: float, generator: torch.Generator):
+def procedural_seeds(batch: dict) -> list[int]:
+    """The procedural seeds of a batch, or ``[]`` unless every item has one (``seed >= 0``):
+    the 3D aids need the exact object of every item."""
+    seeds = [int(x) for x in batch["seed"]] if "seed" in batch else []
+    return seeds if seeds and min(seeds) >= 0 else []
+
+
+def occupancy_samples(seeds, n: int, noise: float, bound: float, generator: torch.Generator,
+                      object_of: ObjectLookup = procedural_object):
     """Points ``(B, n, 3)`` and exact occupancy ``(B, n)`` of procedural objects ``seeds``:
-    ``n // 2`` surface samples moved by ``N(0, noise^2)`` and the rest uniform in the box."""
+    ``n // 2`` surface samples moved by ``N(0, noise^2)`` and the rest uniform in the box.
+    ``object_of(seed)`` gives the object (``sdf``, ``sample_surface``)."""
     pts, occ = [], []
     for seed in seeds:
-        obj = _procedural_object(int(seed))
+        obj = object_of(int(seed))
         m = n // 2
         surf_seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
         near = obj.sample_surface(m, seed=surf_seed).float()
@@ -157,20 +178,19 @@ def surface_colour(obj, p_N3: torch.Tensor, lighting=None) -> torch.Tensor:
     -> ``(N, 3)``. The lights are fixed in the world, so this part does not depend on the
     camera; the specular highlight does, and a view-independent colour field cannot hold
     it, so it is left out (at most 0.05 x 0.92 for the matte finish)."""
-    from .render import sdf_normals, shade
-
     normal = sdf_normals(obj.sdf, p_N3)
     albedo = torch.as_tensor(obj.color(p_N3)).float().reshape(-1, 3).clamp(0.0, 1.0)
     return shade(albedo, normal, -normal, 0.0, lighting)
 
 
-def surface_colour_samples(seeds, n: int, noise: float, generator: torch.Generator):
+def surface_colour_samples(seeds, n: int, noise: float, generator: torch.Generator,
+                           object_of: ObjectLookup = procedural_object):
     """Points ``(B, n, 3)`` near the surfaces of procedural objects ``seeds`` and their
     colours ``(B, n, 3)``: ``surface_colour`` at a surface sample, which the point is moved
     from by ``N(0, noise^2)`` (the field's colour matters just inside the surface too)."""
     pts, rgb = [], []
     for seed in seeds:
-        obj = _procedural_object(int(seed))
+        obj = object_of(int(seed))
         surf_seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
         p = obj.sample_surface(n, seed=surf_seed).float()
         rgb.append(surface_colour(obj, p))
@@ -216,8 +236,6 @@ class ColourReadout(nn.Module):
         self.head = nn.Linear(self.channels, 3)
 
     def forward(self, f_hat_B3Chw: torch.Tensor, encoder_input: torch.Tensor, input_c: torch.Tensor) -> torch.Tensor:
-        from .encoder import lift_to_planes
-
         with torch.no_grad():
             occ = lift_to_planes(encoder_input[:, :, :3], encoder_input[:, :, 3], input_c, self.latent_size)[:, :, 3]
         rgb_B3hw3 = self.head(f_hat_B3Chw[:, :, -self.channels:].movedim(2, -1))  # (B, 3, h, w, 3)
@@ -226,13 +244,19 @@ class ColourReadout(nn.Module):
 
 
 class VQVAEObjective(nn.Module):
-    """Eq. 8 for one batch: ``forward(batch, step) -> {"loss", terms...}`` (see the module doc)."""
+    """Eq. 8 for one batch: ``forward(batch, step) -> {"loss", terms...}`` (see the module doc).
 
-    def __init__(self, model: SAR3DVQVAE, settings: ObjectiveSettings | None = None, lpips_weights=None):
+    Each term has a method of its own; ``weights(step)`` says how they add up to ``loss``.
+    ``object_of(seed)`` gives the procedural object of the 3D aids (default ``procedural_object``).
+    """
+
+    def __init__(self, model: SAR3DVQVAE, settings: ObjectiveSettings | None = None, lpips_weights=None,
+                 object_of: ObjectLookup | None = None):
         super().__init__()
         self.model, self.settings = model, settings or ObjectiveSettings()
         self.discriminator = PatchDiscriminator()
         self.readout = ColourReadout(model) if self.settings.readout_weight > 0 else None
+        self.object_of = object_of or procedural_object
         self.config = None  # training.train records model configs that are dataclasses; ours is in config.json
         self._lpips = [None]  # kept out of the module tree: frozen, never saved
         self.lpips_status = "off (lpips_weight = 0)"
@@ -252,71 +276,125 @@ class VQVAEObjective(nn.Module):
         gradients would otherwise dominate the norm and shrink the generator's step)."""
         return self.model.parameters()
 
-    def _render_terms(self, batch, planes, generator):
-        s, m = self.settings, self.model
-        rgb_t = batch["target_rgb"]
-        B, V, _, H, W = rgb_t.shape
+    def weights(self, step: int) -> dict:
+        """The weight of each loss term at ``step``, in the order they are added: ``L_render``
+        (its MAE parts carry the model's weights), ``lambda_VQ L_VQ``, the readout, LPIPS, the
+        discriminator's hinge loss, ``lambda_GAN`` times the generator's (0 before ``gan_start``),
+        then the 3D aids (Eq. 8 and the module doc)."""
+        s = self.settings
+        return {"render": 1.0, "vq": self.model.loss_weights["vq"], "readout": s.readout_weight,
+                "lpips": s.lpips_weight, "d_loss": 1.0, "g_adv": float(step >= s.gan_start) * s.gan_weight,
+                "occupancy": s.occupancy_weight, "colour": s.colour_weight}
+
+    def total(self, terms: dict, step: int) -> torch.Tensor:
+        """``sum_k weights(step)[k] * terms[k]`` over the weighted terms present in ``terms``."""
+        parts = [w * terms[k] for k, w in self.weights(step).items() if k in terms]
+        return sum(parts[1:], parts[0])
+
+    # --- L_render: random rays and patches of all supervision views ------------------------
+    def supervision_index(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """Pixel numbers ``(B, n)`` to render: ``rays`` random rays (``sample_rays``), then
+        ``patches`` square patches of side ``patch`` (``triplane.patch_index``)."""
+        s = self.settings
+        B, V, _, H, W = batch["target_rgb"].shape
         parts = []
         if s.rays:
             parts.append(sample_rays(batch["target_mask"], s.rays, s.object_ray_share, generator))
         if s.patch:
             parts.append(patch_index(B, V, H, W, s.patch, s.patches, generator))
-        index = torch.cat(parts, 1).to(planes.device)
-        out = m.render(planes, batch["target_c"], H, index=index, generator=generator)
-        terms = m.loss(batch, {**out, "vq_loss": torch.zeros((), device=planes.device)})
-        result = {k: terms[k] for k in ("rgb", "depth", "mask")}
-        result["render"] = terms["render"]
-        fake = real = None
-        if s.patch:
-            n = s.patches * s.patch * s.patch
-            target = m.targets_for(batch, out)["rgb"][:, -n:]
-            shape = (B * s.patches, s.patch, s.patch, 3)
-            fake = out["rgb"][:, -n:].reshape(shape).permute(0, 3, 1, 2)
-            real = target.reshape(shape).permute(0, 3, 1, 2).to(fake.dtype)
-        return result, fake, real
+        return torch.cat(parts, 1)
+
+    def render_supervision(self, batch: dict, planes: torch.Tensor, generator: torch.Generator) -> dict:
+        """The feature planes rendered at the ``supervision_index`` pixels of ``batch["target_c"]``."""
+        index = self.supervision_index(batch, generator).to(planes.device)
+        H = batch["target_rgb"].shape[-2]
+        return self.model.render(planes, batch["target_c"], H, index=index, generator=generator)
+
+    def render_terms(self, batch: dict, out: dict) -> dict:
+        """The MAE part of ``L_render`` on the rendered pixels: ``rgb``, ``depth``, ``mask`` and their
+        weighted sum ``render`` (``SAR3DVQVAE.loss``)."""
+        terms = self.model.loss(batch, {**out, "vq_loss": torch.zeros((), device=out["rgb"].device)})
+        return {k: terms[k] for k in ("rgb", "depth", "mask", "render")}
+
+    def patch_pair(self, batch: dict, out: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The rendered and the true patches ``(B * patches, 3, p, p)`` (the last pixels of
+        ``out``), or ``None`` without patches."""
+        s = self.settings
+        if not s.patch:
+            return None
+        n = s.patches * s.patch * s.patch
+        shape = (batch["target_rgb"].shape[0] * s.patches, s.patch, s.patch, 3)
+        fake = out["rgb"][:, -n:].reshape(shape).permute(0, 3, 1, 2)
+        real = self.model.targets_for(batch, out)["rgb"][:, -n:].reshape(shape).permute(0, 3, 1, 2)
+        return fake, real.to(fake.dtype)
+
+    def lpips_term(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The perceptual part of ``L_render`` on the patches (LPIPS, inputs in [0, 1])."""
+        return self._lpips[0](fake, real, normalize=True).mean()
+
+    # --- L_VQ and L_GAN ------------------------------------------------------------------------
+    @staticmethod
+    def vq_terms(q) -> dict:
+        """``L_VQ`` (codebook + beta commitment, Alg. 1) and the share of codes this batch picked."""
+        return {"vq": q.vq_loss, "usage": float((q.usage > 0).float().mean())}
+
+    def gan_terms(self, fake: torch.Tensor, real: torch.Tensor) -> dict:
+        """Hinge losses of the PatchGAN: ``d_loss`` trains the discriminator on detached renders,
+        ``g_adv`` the VQVAE through a frozen copy of it (``torch.func.functional_call``)."""
+        # hinge loss: D pushes real logits above +1 and fake ones below -1 ...
+        d_loss = F.relu(1 - self.discriminator(real)).mean() + F.relu(1 + self.discriminator(fake.detach())).mean()
+        # ... and the generator raises D's logits on its renders, through a frozen copy of D
+        frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        g_adv = -torch.func.functional_call(self.discriminator, frozen, (fake,)).mean()
+        return {"d_loss": d_loss, "g_adv": g_adv}
+
+    # --- our additions: the colour readout and the 3D aids ---------------------------------------
+    def readout_term(self, q, batch: dict) -> torch.Tensor:
+        """MAE between the readout of the quantized colour latent and the input views' mean object colour."""
+        return F.l1_loss(self.readout(q.f_hat, batch["encoder_input"], batch["input_c"]),
+                         input_mean_colour(batch["encoder_input"]))
+
+    def occupancy_term(self, planes: torch.Tensor, seeds: list, generator: torch.Generator) -> torch.Tensor:
+        """BCE between the field's opacity over one ray bin and the exact occupancy (``occupancy_samples``)."""
+        s, field = self.settings, self.model.field
+        pts, occ = occupancy_samples(seeds, s.occupancy_points, s.surface_noise, field.bound, generator,
+                                     self.object_of)
+        sigma, _ = field.query(planes, pts.to(planes.device))
+        delta = 2 * field.bound / self.model.triplane_settings.num_samples  # one ray bin across the box
+        alpha = (1 - torch.exp(-sigma.float() * delta)).clamp(1e-5, 1 - 1e-5)
+        occ = occ.to(alpha.device)
+        # BCE written out: F.binary_cross_entropy refuses to run under CUDA autocast
+        return -(occ * alpha.log() + (1 - occ) * (1 - alpha).log()).mean()
+
+    def colour_term(self, planes: torch.Tensor, seeds: list, generator: torch.Generator) -> torch.Tensor:
+        """MAE between the field's colour near the surface and the exact diffuse colour (``surface_colour_samples``)."""
+        s = self.settings
+        pts, rgb = surface_colour_samples(seeds, s.colour_points, s.surface_noise / 2, generator, self.object_of)
+        _, pred = self.model.field.query(planes, pts.to(planes.device))
+        return F.l1_loss(pred.float(), rgb.to(pred.device))
 
     def forward(self, batch: dict, step: int) -> dict:
+        """Every term of this batch at ``step`` and their weighted sum ``loss`` (``weights``)."""
         s, m = self.settings, self.model
-        g = step_generator(step)
+        g = step_generator(step)  # drawn from in this order: rays, patches, stratified samples, the 3D aids
         q = m.encode(batch["encoder_input"], batch.get("input_c"))
         planes = m.decode_fhat(q.f_hat)
-        terms, fake, real = self._render_terms(batch, planes, g)
-        w = m.loss_weights
-        loss = terms["render"] + w["vq"] * q.vq_loss
+        out = self.render_supervision(batch, planes, g)
+        terms = self.render_terms(batch, out)
         if self.readout is not None:
-            terms["readout"] = F.l1_loss(self.readout(q.f_hat, batch["encoder_input"], batch["input_c"]),
-                                         input_mean_colour(batch["encoder_input"]))
-            loss = loss + s.readout_weight * terms["readout"]
-        terms["vq"] = q.vq_loss
-        terms["usage"] = float((q.usage > 0).float().mean())
-        if fake is not None and self._lpips[0] is not None:
-            terms["lpips"] = self._lpips[0](fake, real, normalize=True).mean()
-            loss = loss + s.lpips_weight * terms["lpips"]
-        if fake is not None:
-            # hinge loss: D pushes real logits above +1 and fake ones below -1 ...
-            d_loss = F.relu(1 - self.discriminator(real)).mean() + F.relu(1 + self.discriminator(fake.detach())).mean()
-            # ... and the generator raises D's logits on its renders, through a frozen copy of D
-            frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-            g_adv = -torch.func.functional_call(self.discriminator, frozen, (fake,)).mean()
-            on = float(step >= s.gan_start)
-            terms["d_loss"], terms["g_adv"] = d_loss, g_adv
-            loss = loss + d_loss + on * s.gan_weight * g_adv
-        seeds = [int(x) for x in batch["seed"]] if "seed" in batch else []
-        if s.occupancy_weight > 0 and seeds and min(seeds) >= 0:
-            pts, occ = occupancy_samples(seeds, s.occupancy_points, s.surface_noise, m.field.bound, g)
-            sigma, _ = m.field.query(planes, pts.to(planes.device))
-            delta = 2 * m.field.bound / m.triplane_settings.num_samples  # one ray bin across the box
-            alpha = (1 - torch.exp(-sigma.float() * delta)).clamp(1e-5, 1 - 1e-5)
-            occ = occ.to(alpha.device)
-            # BCE written out: F.binary_cross_entropy refuses to run under CUDA autocast
-            terms["occupancy"] = -(occ * alpha.log() + (1 - occ) * (1 - alpha).log()).mean()
-            loss = loss + s.occupancy_weight * terms["occupancy"]
-        if s.colour_weight > 0 and seeds and min(seeds) >= 0:
-            pts, rgb = surface_colour_samples(seeds, s.colour_points, s.surface_noise / 2, g)
-            _, pred = m.field.query(planes, pts.to(planes.device))
-            terms["colour"] = F.l1_loss(pred.float(), rgb.to(pred.device))
-            loss = loss + s.colour_weight * terms["colour"]
-        terms["loss"] = loss
+            terms["readout"] = self.readout_term(q, batch)
+        terms.update(self.vq_terms(q))
+        pair = self.patch_pair(batch, out)
+        if pair is not None and self._lpips[0] is not None:
+            terms["lpips"] = self.lpips_term(*pair)
+        if pair is not None:
+            terms.update(self.gan_terms(*pair))
+        seeds = procedural_seeds(batch)
+        if s.occupancy_weight > 0 and seeds:
+            terms["occupancy"] = self.occupancy_term(planes, seeds, g)
+        if s.colour_weight > 0 and seeds:
+            terms["colour"] = self.colour_term(planes, seeds, g)
+        terms["loss"] = self.total(terms, step)
         return terms
 
 
@@ -365,7 +443,7 @@ class PackedDataset(torch.utils.data.Dataset):
 
 
 def single_scale_config(cfg: SAR3DConfig) -> SAR3DConfig:
-    """The next-token baseline's VQVAE config (issue 5): one scale at the full latent size."""
+    """The next-token baseline's VQVAE config: one scale at the full latent size."""
     d = cfg.to_dict()
     d["scales"] = [cfg.latent_size]
     return SAR3DConfig.from_dict(d)
@@ -396,14 +474,12 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     ``init``: a VQVAE checkpoint folder to start from (fine-tuning), under ``cfg``'s schedule
     (``init_from``); ignored on resume. Returns a summary (steps, seconds, LPIPS status, final losses).
     """
-    from .data import MultiViewDataset
-
     settings = settings or ObjectiveSettings()
     t0 = time.perf_counter()
     model = init_from(init, cfg.scales) if init else SAR3DVQVAE(cfg)
     cfg = model.cfg
     objective = VQVAEObjective(model, settings)
-    dataset = MultiViewDataset(data, size=cfg.image_size, target_views=range(12))
+    dataset = MultiViewDataset(data, size=cfg.image_size, target_views=SUPERVISED_VIEWS)
     packed = PackedDataset(dataset)
     t_data = time.perf_counter() - t0
     print(f"data: {len(packed)} objects from {data}, packed in {t_data:.0f} s; LPIPS {objective.lpips_status}")

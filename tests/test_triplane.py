@@ -8,8 +8,8 @@ from sar3d_core.cameras import camera_centres, camera_rays, orbit_cameras, ray_b
 from sar3d_core.config import SAR3DConfig
 from sar3d_core.shapes import OBJECT_BOX
 from sar3d_core.triplane import (
-    TriplaneDecoder, TriplaneField, TriplaneSettings, render_views, sample_triplane,
-    volume_render,
+    TriplaneDecoder, TriplaneField, TriplaneSettings, camera_pixel_rays, patch_index, random_pixel_index,
+    render_images, render_pixels, render_rays, render_views, sample_triplane, volume_render,
 )
 
 CENTRE = torch.tensor([0.05, -0.03, 0.02])
@@ -145,7 +145,7 @@ def test_decoder_and_field_shapes_tiny_and_paper():
     assert field.query(planes, torch.full((2, 1, 3), 0.6))[0].abs().max() == 0  # empty outside the box
     # a fresh field is nearly empty space: mean opacity across the box stays small
     c = orbit_cameras([0.0], [10.0])[None].expand(2, -1, -1)
-    out = render_views(planes, field, c, 8, 8, num_samples=s.num_samples)
+    out = render_images(planes, field, c, 8, 8, num_samples=s.num_samples)
     assert out["rgb"].shape == (2, 1, 3, 8, 8) and out["depth"].shape == (2, 1, 1, 8, 8)
     assert out["mask"].mean() < 0.5
 
@@ -169,26 +169,37 @@ def test_gradients_flow_from_rendered_rgb_to_latent():
     dec, field = TriplaneDecoder.from_config(cfg), TriplaneField.from_config(cfg)
     f = torch.randn(1, 3, cfg.latent_channels, cfg.latent_size, cfg.latent_size, requires_grad=True)
     c = orbit_cameras([0.0, 90.0], [10.0, 10.0])[None]
-    out = render_views(dec(f), field, c, 8, 8, num_samples=12, stratified=True,
-                       generator=torch.Generator().manual_seed(0))
+    out = render_images(dec(f), field, c, 8, 8, num_samples=12, stratified=True,
+                        generator=torch.Generator().manual_seed(0))
     (out["rgb"].mean() + out["depth"].mean()).backward()
     assert f.grad is not None and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
     assert all(p.grad is not None for p in field.parameters())
 
 
-def test_ray_subset_matches_full_render():
-    torch.manual_seed(0)
+def dense_scene(seed=0):
+    """A tiny-preset decoder's planes with a denser field (depth and mask not ~0) and cameras of 2 objects."""
+    torch.manual_seed(seed)
     cfg = SAR3DConfig.tiny()
     dec, field = TriplaneDecoder.from_config(cfg), TriplaneField.from_config(cfg)
     with torch.no_grad():
-        field.density_head.bias.fill_(4.0)  # a denser field, so depth and mask are not ~0
+        field.density_head.bias.fill_(4.0)
         planes = dec(torch.randn(2, 3, cfg.latent_channels, cfg.latent_size, cfg.latent_size))
-        c = torch.stack([orbit_cameras([0.0, 120.0], [10.0, -3.0]), orbit_cameras([45.0, 200.0], [20.0, 5.0])])
-        H, W = 6, 5
-        full = render_views(planes, field, c, H, W, num_samples=10, chunk=17)
-        sub = render_views(planes, field, c, H, W, num_samples=10, ray_subset=13,
-                           generator=torch.Generator().manual_seed(3))
-    assert sub["index"].shape == (2, 13) and all(len(set(i.tolist())) == 13 for i in sub["index"])
+    c = torch.stack([orbit_cameras([0.0, 120.0], [10.0, -3.0]), orbit_cameras([45.0, 200.0], [20.0, 5.0])])
+    return planes, field, c
+
+
+def test_rendered_pixels_match_the_full_images():
+    planes, field, c = dense_scene()
+    H, W = 6, 5
+    with torch.no_grad():
+        full = render_images(planes, field, c, H, W, num_samples=10, chunk=17)
+        index = random_pixel_index(2, 2, H, W, 13, torch.Generator().manual_seed(3))
+        sub = render_pixels(planes, field, c, H, W, index, num_samples=10)
+    assert set(full) == {"rgb", "depth", "mask"} and full["rgb"].shape == (2, 2, 3, H, W)
+    assert full["depth"].shape == full["mask"].shape == (2, 2, 1, H, W)
+    assert set(sub) == {"rgb", "depth", "mask", "index", "view", "row", "col"}
+    assert sub["rgb"].shape == (2, 13, 3) and sub["depth"].shape == sub["mask"].shape == (2, 13)
+    assert torch.equal(sub["index"], index) and all(len(set(i.tolist())) == 13 for i in index)
     bi = torch.arange(2)[:, None]
     v, r, col = sub["view"], sub["row"], sub["col"]
     assert torch.equal(v * H * W + r * W + col, sub["index"])
@@ -196,6 +207,45 @@ def test_ray_subset_matches_full_render():
     assert torch.allclose(full["depth"][bi, v, 0, r, col], sub["depth"], atol=1e-5)
     assert torch.allclose(full["mask"][bi, v, 0, r, col], sub["mask"], atol=1e-5)
     assert full["mask"].max() > 0.3 and full["mask"].min() < 1e-6  # some rays miss the box
+
+
+def test_render_rays_is_the_volume_render_of_the_camera_rays():
+    planes, field, c = dense_scene(1)
+    o, d, scale = camera_pixel_rays(c, 4, 3)
+    assert o.shape == d.shape == (2, 24, 3) and scale.shape == (2, 24)
+    torch.testing.assert_close(scale, ray_depth_scale(c, 4, 3).reshape(2, -1))
+    with torch.no_grad():
+        planar = render_rays(planes, field, o, d, 10, scale)
+        along = render_rays(planes, field, o, d, 10, chunk=7)  # no scale: distances along the ray
+        images = render_images(planes, field, c, 4, 3, 10)
+    torch.testing.assert_close(along["depth"], planar["depth"] * scale)
+    torch.testing.assert_close(along["rgb"], planar["rgb"])  # chunks change nothing without stratified samples
+    torch.testing.assert_close(images["mask"].reshape(2, -1), planar["mask"])
+    near, far = ray_box_interval(o, d, -field.bound, field.bound)
+    direct = volume_render(lambda p: field.query(planes, p), o, d, near, far, 10, depth_scale=scale)
+    torch.testing.assert_close(planar["rgb"], direct["rgb"])
+    torch.testing.assert_close(planar["mask"], direct["opacity"])
+
+
+def test_render_views_dispatches_to_images_and_pixels():
+    """The combined entry point (``SAR3DVQVAE.render``'s): full images, or pixels at ``index``, or at
+    ``ray_subset`` pixels drawn by ``random_pixel_index`` from the generator it then samples with."""
+    planes, field, c = dense_scene(2)
+    H, W = 5, 4
+    G = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    with torch.no_grad():
+        for a, b in ((render_views(planes, field, c, H, W, 8, chunk=9), render_images(planes, field, c, H, W, 8)),
+                     (render_views(planes, field, c, H, W, 8, stratified=True, generator=G(1)),
+                      render_images(planes, field, c, H, W, 8, stratified=True, generator=G(1)))):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        g = G(3)
+        sub = render_views(planes, field, c, H, W, 8, ray_subset=11, generator=G(3), stratified=True, chunk=4)
+        ref = render_pixels(planes, field, c, H, W, random_pixel_index(2, 2, H, W, 11, g), 8, stratified=True,
+                            generator=g, chunk=4)
+        assert sub.keys() == ref.keys() and all(torch.equal(sub[k], ref[k]) for k in sub)
+        idx = patch_index(2, 2, H, W, 3, generator=G(4))
+        at = render_views(planes, field, c, H, W, 8, index=idx)
+        assert all(torch.equal(at[k], v) for k, v in render_pixels(planes, field, c, H, W, idx, 8).items())
 
 
 def test_clear_errors_on_wrong_shapes():
@@ -214,9 +264,18 @@ def test_clear_errors_on_wrong_shapes():
     with pytest.raises(ValueError, match="num_samples"):
         volume_render(sphere_field(1.0), o, o, torch.zeros(1, 4), torch.ones(1, 4), 0)
     with pytest.raises(ValueError, match="cameras c"):
-        render_views(planes, field, orbit_cameras([0.0], [0.0]), 4, 4, 8)
+        render_images(planes, field, orbit_cameras([0.0], [0.0]), 4, 4, 8)
+    with pytest.raises(ValueError, match="cameras c"):
+        render_pixels(planes, field, orbit_cameras([0.0], [0.0]), 4, 4, torch.zeros(1, 2, dtype=torch.long), 8)
+    with pytest.raises(ValueError, match="index"):
+        render_pixels(planes, field, orbit_cameras([0.0], [0.0])[None], 4, 4, torch.tensor([[16]]), 8)
+    with pytest.raises(ValueError, match="ray_subset"):
+        random_pixel_index(1, 1, 4, 4, 17)
     with pytest.raises(ValueError, match="ray_subset"):
         render_views(planes, field, orbit_cameras([0.0], [0.0])[None], 4, 4, 8, ray_subset=100)
+    with pytest.raises(ValueError, match="not both"):
+        render_views(planes, field, orbit_cameras([0.0], [0.0])[None], 4, 4, 8, ray_subset=2,
+                     index=torch.zeros(1, 2, dtype=torch.long))
 
 
 @pytest.mark.parametrize("layers", [1, 2])

@@ -6,11 +6,12 @@ import torch
 
 from sar3d_core.cameras import chunk_cameras
 from sar3d_core.config import SAR3DConfig
-from sar3d_core.training import TrainConfig
+from sar3d_core.training import TrainConfig, step_generator
 from sar3d_core.triplane import patch_index
 from sar3d_core.vqvae import SAR3DVQVAE
 from sar3d_core.vqvae_train import (ObjectiveSettings, VQVAEObjective, export_checkpoint, occupancy_samples,
-                                    surface_colour, surface_colour_samples, train_vqvae)
+                                    procedural_object, procedural_seeds, surface_colour, surface_colour_samples,
+                                    train_vqvae)
 from sar3d_core.world import make_object
 
 SAMPLES = "data_samples/chunks"
@@ -29,8 +30,9 @@ def batch_of(cfg, seeds=(3, 4)):
     items = []
     for s in seeds:
         mv = render_sdf(make_object(s), chunk_cameras(s), cfg.image_size, cfg.image_size)
-        items.append({"encoder_input": mv.select(slice(0, 6)).encoder_input(), "target_rgb": mv.rgb,
-                      "target_depth": mv.depth, "target_mask": mv.mask, "target_c": mv.c, "seed": s})
+        items.append({"encoder_input": mv.select(slice(0, 6)).encoder_input(), "input_c": mv.c[:6],
+                      "target_rgb": mv.rgb, "target_depth": mv.depth, "target_mask": mv.mask, "target_c": mv.c,
+                      "seed": s})
     return torch.utils.data.default_collate(items)
 
 
@@ -147,6 +149,92 @@ def test_gan_term_waits_for_gan_start():
     base = lambda t: t["render"] + t["vq"] + t["d_loss"]  # noqa: E731
     torch.testing.assert_close(early["loss"], base(early))
     torch.testing.assert_close(late["loss"], base(late) + s.gan_weight * late["g_adv"])
+
+
+def weighted_objective(**settings):
+    """An objective with every term on and weights that differ from one another and from 1."""
+    torch.manual_seed(0)
+    cfg = small_config()
+    cfg.extra["loss"] = {"rgb": 2.0, "depth": 0.25, "mask": 0.5, "vq": 0.75}
+    s = ObjectiveSettings(**{**dict(rays=32, patch=8, gan_start=3, gan_weight=0.05, occupancy_weight=0.3,
+                                    occupancy_points=32, colour_weight=0.7, colour_points=16, readout_weight=0.2,
+                                    object_ray_share=0.5), **settings})
+    return VQVAEObjective(SAR3DVQVAE(cfg), s)
+
+
+@pytest.mark.parametrize("step", [1, 3])  # before and from gan_start
+def test_loss_is_the_weighted_sum_of_its_terms(step):
+    obj = weighted_objective()
+    s, w = obj.settings, obj.model.loss_weights
+    terms = obj(batch_of(obj.model.cfg), step)
+    assert list(terms) == ["rgb", "depth", "mask", "render", "readout", "vq", "usage", "d_loss", "g_adv",
+                           "occupancy", "colour", "loss"]
+    torch.testing.assert_close(terms["render"], 2.0 * terms["rgb"] + 0.25 * terms["depth"] + 0.5 * terms["mask"])
+    gan = s.gan_weight if step >= s.gan_start else 0.0
+    expected = (terms["render"] + w["vq"] * terms["vq"] + s.readout_weight * terms["readout"] + terms["d_loss"]
+                + gan * terms["g_adv"] + s.occupancy_weight * terms["occupancy"] + s.colour_weight * terms["colour"])
+    torch.testing.assert_close(terms["loss"], expected)
+    assert obj.weights(step)["g_adv"] == gan and obj.weights(step)["vq"] == 0.75
+    torch.testing.assert_close(obj.total(terms, step), terms["loss"])
+
+
+def test_term_methods_reproduce_the_forward_pass():
+    """The forward pass is its term methods, drawing from the step's generator in the documented order."""
+    obj = weighted_objective()
+    obj.train()  # stratified samples: the render draws from the generator too
+    batch, step = batch_of(obj.model.cfg), 4
+    terms = obj(batch, step)
+    g = step_generator(step)
+    m = obj.model
+    q = m.encode(batch["encoder_input"], batch["input_c"])
+    planes = m.decode_fhat(q.f_hat)
+    out = obj.render_supervision(batch, planes, g)
+    assert out["rgb"].shape == (2, 32 + 8 * 8, 3)
+    parts = {**obj.render_terms(batch, out), "readout": obj.readout_term(q, batch), **obj.vq_terms(q)}
+    parts.update(obj.gan_terms(*obj.patch_pair(batch, out)))
+    seeds = procedural_seeds(batch)
+    parts["occupancy"] = obj.occupancy_term(planes, seeds, g)
+    parts["colour"] = obj.colour_term(planes, seeds, g)
+    for k, v in parts.items():
+        assert torch.equal(torch.as_tensor(terms[k]), torch.as_tensor(v)), k
+    fake, real = obj.patch_pair(batch, out)
+    assert fake.shape == real.shape == (2, 3, 8, 8)
+    assert obj.patch_pair(batch, out) is not None and weighted_objective(patch=0).patch_pair(batch, out) is None
+
+
+def test_a_batch_without_procedural_seeds_skips_the_3d_aids():
+    def no_world(seed):
+        raise AssertionError(f"the 3D aids looked up object {seed}")
+
+    obj = weighted_objective()
+    obj.object_of = no_world
+    batch = batch_of(obj.model.cfg)
+    for seeds in ([-1, -1], [3, -1]):  # chunks without a seed, or one of them
+        batch["seed"] = torch.tensor(seeds)
+        assert procedural_seeds(batch) == []
+        terms = obj(batch, 1)
+        assert "occupancy" not in terms and "colour" not in terms and "readout" in terms
+    del batch["seed"]
+    assert procedural_seeds(batch) == [] and "occupancy" not in obj(batch, 1)
+    assert procedural_seeds({"seed": torch.tensor([3, 4])}) == [3, 4]
+
+
+def test_the_3d_aids_read_objects_through_the_injected_lookup():
+    calls = []
+
+    def lookup(seed):
+        calls.append(seed)
+        return procedural_object(seed)
+
+    a, b = weighted_objective(), weighted_objective()
+    b.object_of = lookup
+    batch = batch_of(a.model.cfg)
+    ta, tb = a(batch, 1), b(batch, 1)
+    assert calls == [3, 4, 3, 4]  # occupancy, then colour samples
+    for k in ("occupancy", "colour", "loss"):
+        assert torch.equal(ta[k], tb[k]), k
+    assert procedural_object(3) is procedural_object(3)  # cached
+    assert torch.equal(procedural_object(3).sdf(torch.zeros(1, 3)), make_object(3).sdf(torch.zeros(1, 3)))
 
 
 def test_train_vqvae_runs_exports_and_resumes(tmp_path, capsys):
