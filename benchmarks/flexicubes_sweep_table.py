@@ -1,6 +1,7 @@
 """Table of a FlexiCubes lambda sweep: one row per run's ``eval.json`` (benchmarks/flexicubes_lambda_sweep.sh).
 
     .venv/bin/python benchmarks/flexicubes_sweep_table.py runs/fc_sweep/*_200/eval.json
+    .venv/bin/python benchmarks/flexicubes_sweep_table.py benchmarks/results/flexicubes_sweep/*.json  (the copies kept)
 """
 import json
 import sys
@@ -17,7 +18,8 @@ def main(paths):
         for r in result["rows"]:
             if r["method"] != "flexicubes (fine-tuned)" and base_done:
                 continue
-            name = Path(path).parent.name if r["method"] == "flexicubes (fine-tuned)" else r["method"]
+            run = Path(path).parent.name if Path(path).name == "eval.json" else Path(path).stem
+            name = run if r["method"] == "flexicubes (fine-tuned)" else r["method"]
             vs = ("-" if r["method"].startswith("marching") else
                   f"{r['chamfer_x1e3_minus_mc']:+.3f} +- {r['chamfer_x1e3_minus_mc_sem']:.3f} "
                   f"({100 * r['better_than_mc_share']:.0f}%)")

@@ -854,6 +854,41 @@ def format_paper_table1() -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------- small helpers for the tutorials
+def attribute_accuracy_of_views(featnet, views, records) -> dict:
+    """Category and colour accuracy (and the shape heads') of generated objects seen from several views.
+
+    ``views (N, V, 3, H, W)``: the renders of ``generate_for_captions`` (``"views"``), object-major;
+    ``records``: one per object, an ``index.json`` entry / ``world`` object's ``to_dict()`` (category
+    and attributes) or a plain label dict ``{"category": .., "colour": ..}``. Every view of an object
+    is judged against that object's labels (``features.attribute_accuracy``).
+    """
+    from .features import attribute_accuracy
+
+    views = torch.as_tensor(views)
+    if views.dim() != 5:
+        raise ValueError(f"views have shape {tuple(views.shape)}: expected (objects, views, 3, H, W)")
+    records = list(records)
+    if len(records) != views.shape[0]:
+        raise ValueError(f"{views.shape[0]} objects of views but {len(records)} records")
+    labels = [labels_of_record(r) if "attributes" in r else dict(r) for r in records for _ in range(views.shape[1])]
+    return attribute_accuracy(featnet, views.flatten(0, 1), labels)
+
+
+def sample_diversity(features_SND) -> float:
+    """Diversity of repeated samples: the mean feature distance ``||f_a - f_b||`` between the samples
+    of one condition drawn with different seeds, over every pair of seeds and every condition.
+
+    ``features_SND``: ``(seeds, conditions, D)``, e.g. ``featnet.features`` of one view per sample,
+    stacked over the seeds. 0 when every seed gives the same object.
+    """
+    F = torch.as_tensor(features_SND).double()
+    if F.dim() != 3 or F.shape[0] < 2 or F.shape[1] < 1:
+        raise ValueError(f"features have shape {tuple(F.shape)}: expected (seeds >= 2, conditions, D)")
+    a, b = torch.triu_indices(F.shape[0], F.shape[0], 1)
+    return float((F[a] - F[b]).norm(dim=-1).mean())
+
+
 def main(argv=None) -> dict:
     """``python -m sar3d_core.ar_eval``: the README's generation table (shipped checkpoints by default)."""
     import argparse

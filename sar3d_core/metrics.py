@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
@@ -239,6 +240,39 @@ def one_nna(M_GG: torch.Tensor, M_RR: torch.Tensor, M_GR: torch.Tensor) -> float
     return (same.sum(1) / tied.sum(1)).mean().item()
 
 
+def set_metrics_from_distances(D_gg, D_gr, D_rr, distance: str = "CD") -> dict:
+    """COV, MMD and 1-NNA from precomputed distance matrices, under the keys of ``point_cloud_metrics``.
+
+    ``D_gg (G, G)``, ``D_gr (G, R)`` and ``D_rr (R, R)``: distances among the generated shapes, from
+    generated to reference shapes, and among the reference shapes, for the distance named
+    ``distance`` -> ``{"COV-CD": .., "MMD-CD": .., "1-NNA-CD": ..}``. Or three mappings
+    ``{distance: matrix}`` with the same keys (e.g. ``"CD"`` and ``"EMD"``): the keys of every
+    distance. A reference block computed once can so be shared by many generated sets.
+    """
+    mappings = [isinstance(m, Mapping) for m in (D_gg, D_gr, D_rr)]
+    if any(mappings):
+        if not all(mappings):
+            raise ValueError("pass D_gg, D_gr and D_rr all as matrices or all as {distance: matrix} mappings")
+        if not (set(D_gg) == set(D_gr) == set(D_rr)):
+            raise ValueError(f"the mappings name different distances: D_gg {sorted(D_gg)}, D_gr {sorted(D_gr)}, "
+                             f"D_rr {sorted(D_rr)}")
+        out = {}
+        for d in D_gg:
+            out.update(set_metrics_from_distances(D_gg[d], D_gr[d], D_rr[d], d))
+        return out
+    D_gg, D_gr, D_rr = (torch.as_tensor(m) for m in (D_gg, D_gr, D_rr))
+    if D_gr.dim() != 2 or D_gr.numel() == 0:
+        raise ValueError(f"D_gr has shape {tuple(D_gr.shape)}: expected a non-empty (G, R) matrix")
+    G, R = D_gr.shape
+    if tuple(D_gg.shape) != (G, G) or tuple(D_rr.shape) != (R, R):
+        raise ValueError(f"D_gg {tuple(D_gg.shape)}, D_gr {tuple(D_gr.shape)} and D_rr {tuple(D_rr.shape)} "
+                         f"do not fit: expected ({G}, {G}), ({G}, {R}) and ({R}, {R})")
+    out = {}
+    out[f"COV-{distance}"], out[f"MMD-{distance}"] = coverage_mmd(D_gr)
+    out[f"1-NNA-{distance}"] = one_nna(D_gg, D_rr, D_gr)
+    return out
+
+
 def normalize_point_clouds(X, mode: str | None = "bbox_unit_cube") -> torch.Tensor:
     """Per-shape normalisation before the distances are computed.
 
@@ -265,7 +299,8 @@ def point_cloud_metrics(gen, ref, *, normalize: str | None = "bbox_unit_cube", e
     computed. The CD matrices run in torch (``device`` may be "cuda"); EMD is exact by
     linear_sum_assignment on the CPU, about 0.15 s per pair at 1024 points, for the
     ``G R + G (G - 1) / 2 + R (R - 1) / 2`` pairs that 1-NNA needs (lower ``emd_max_points`` to trade).
-    ``workers`` threads share the CPU work (default: torch's thread count).
+    ``workers`` threads share the CPU work (default: torch's thread count). The set metrics
+    come from the three distance blocks by ``set_metrics_from_distances``.
     """
     gen, ref = _points(gen, "gen"), _points(ref, "ref")
     if emd:
@@ -273,21 +308,19 @@ def point_cloud_metrics(gen, ref, *, normalize: str | None = "bbox_unit_cube", e
     gen, ref = normalize_point_clouds(gen, normalize), normalize_point_clouds(ref, normalize)
     out = dict.fromkeys(POINT_CLOUD_KEYS)
     kw = dict(device=device, workers=workers, progress=progress)
-    M = {"CD": (pairwise_chamfer_distance(gen, None, desc="CD gen-gen", **kw),
-                pairwise_chamfer_distance(ref, None, desc="CD ref-ref", **kw),
-                pairwise_chamfer_distance(gen, ref, desc="CD gen-ref", **kw))}
+    D_gg = {"CD": pairwise_chamfer_distance(gen, None, desc="CD gen-gen", **kw)}
+    D_rr = {"CD": pairwise_chamfer_distance(ref, None, desc="CD ref-ref", **kw)}
+    D_gr = {"CD": pairwise_chamfer_distance(gen, ref, desc="CD gen-ref", **kw)}
     n = gen.shape[1]
     emd_note = "EMD not computed"
     if emd:
         kw = dict(exact_max_points=emd_max_points, seed=seed, workers=workers, progress=progress)
-        M["EMD"] = (pairwise_emd(gen, None, desc="EMD gen-gen", **kw),
-                    pairwise_emd(ref, None, desc="EMD ref-ref", **kw),
-                    pairwise_emd(gen, ref, desc="EMD gen-ref", **kw))
+        D_gg["EMD"] = pairwise_emd(gen, None, desc="EMD gen-gen", **kw)
+        D_rr["EMD"] = pairwise_emd(ref, None, desc="EMD ref-ref", **kw)
+        D_gr["EMD"] = pairwise_emd(gen, ref, desc="EMD gen-ref", **kw)
         emd_note = (f"EMD exact on all {n} points" if n <= emd_max_points else
                     f"EMD exact on a seeded random subset of {emd_max_points} of {n} points (seed {seed})")
-    for name, (M_GG, M_RR, M_GR) in M.items():
-        out[f"COV-{name}"], out[f"MMD-{name}"] = coverage_mmd(M_GR)
-        out[f"1-NNA-{name}"] = one_nna(M_GG, M_RR, M_GR)
+    out.update(set_metrics_from_distances(D_gg, D_gr, D_rr))
     out["protocol"] = (f"{gen.shape[0]} generated vs {ref.shape[0]} reference clouds of {n} points; normalize="
                        f"{normalize!r}; CD squared, mean per direction, summed; {emd_note}; ties: COV takes the lowest "
                        "reference index, 1-NNA scores tied neighbours fractionally")

@@ -1,11 +1,15 @@
-"""Figures shared by the tutorials: camera frustums in 3D and image grids (matplotlib).
+"""Figures shared by the tutorials: camera frustums in 3D, image grids and training curves (matplotlib).
 
 Static matplotlib figures render everywhere (JupyterLab, papermill, the HTML in build/);
 interactive k3d views are added by the tutorials where a widget front end exists.
 """
 from __future__ import annotations
 
+import fnmatch
 import itertools
+import json
+import re
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -86,3 +90,78 @@ def image_grid(rows, row_titles=None, col_titles=None, cmap="viridis", size: flo
                 ax.set_ylabel(row_titles[i], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _log_rows(log) -> list[dict]:
+    """Log rows from a list of dicts, a ``log.jsonl`` file, a ``training.json`` record (its ``"log"``)
+    or a run / checkpoint folder holding either."""
+    from .training import read_log
+
+    if not isinstance(log, (str, Path)):
+        return list(log)
+    path = Path(log)
+    if path.is_dir():
+        found = [path / name for name in ("log.jsonl", "training.json") if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path}: no log.jsonl or training.json in this folder")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such log file")
+    if path.suffix == ".json":
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or "log" not in record:
+            raise ValueError(f"{path}: a training record without a 'log' list of rows")
+        return list(record["log"])
+    return read_log(path)
+
+
+def plot_training_log(log, keys="loss", ax=None, *, smooth: int = 1, x: str = "step", labels=None,
+                      ylabel: str | None = None, title: str | None = None, **plot_kw):
+    """One line per logged scalar against ``x`` (default the step); returns the axis.
+
+    ``log``: rows as ``training.read_log`` returns them (a list of dicts), or a path to a
+    ``log.jsonl``, to a checkpoint's ``training.json`` or to a folder holding one of them.
+    ``keys``: a key or a list of keys; a key may be a glob pattern (``"acc_s*"``: every
+    matching key, in natural order). Rows without a key are skipped for that line.
+    ``smooth``: a trailing moving average over this many logged points (1: raw values).
+    ``labels``: legend labels, one per resolved key (default the keys). A key that no row
+    holds raises a one-line ValueError naming the keys there are.
+    """
+    rows = _log_rows(log)
+    if not rows:
+        raise ValueError("the log has no rows: nothing to plot")
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ValueError(f"smooth={smooth!r}: a window of at least 1 logged point")
+    available = list(dict.fromkeys(k for r in rows for k in r))
+    natural = lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)]  # noqa: E731
+    resolved = []
+    for key in [keys] if isinstance(keys, str) else list(keys):
+        found = sorted(fnmatch.filter(available, key), key=natural) if any(c in key for c in "*?[") else (
+            [key] if key in available else [])
+        if not found:
+            raise ValueError(f"no logged value {key!r}: the log holds {', '.join(available)}")
+        resolved += [k for k in found if k not in resolved]
+    if x not in available:
+        raise ValueError(f"no logged value {x!r} for the x axis: the log holds {', '.join(available)}")
+    labels = resolved if labels is None else list(labels)
+    if len(labels) != len(resolved):
+        raise ValueError(f"{len(labels)} labels for {len(resolved)} keys ({', '.join(resolved)})")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    for key, label in zip(resolved, labels):
+        pts = np.array([(r[x], r[key]) for r in rows if x in r and r.get(key) is not None], dtype=float)
+        if len(pts) == 0:
+            raise ValueError(f"no row holds both {x!r} and {key!r}")
+        y = pts[:, 1]
+        if smooth > 1:
+            c = np.concatenate([[0.0], np.cumsum(y)])
+            i = np.arange(1, len(y) + 1)
+            y = (c[i] - c[np.maximum(i - smooth, 0)]) / np.minimum(i, smooth)
+        ax.plot(pts[:, 0], y, label=label, **plot_kw)
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel if ylabel is not None else (resolved[0] if len(resolved) == 1 else "value"))
+    if title:
+        ax.set_title(title)
+    if len(resolved) > 1:
+        ax.legend(fontsize=7, ncol=2)
+    return ax

@@ -12,7 +12,7 @@ from sar3d_core.metrics import (
     MissingWeightsError, chamfer_distance, coverage_mmd, emd, fid_from_features, format_point_cloud_table,
     frechet_distance, inception_available, inception_features, kid_from_features, lpips_available, lpips_distance,
     mask_iou, normalize_point_clouds, one_nna, pairwise_chamfer_distance, pairwise_emd, point_cloud_metrics, psnr,
-    sample_mesh_surface, ssim,
+    sample_mesh_surface, set_metrics_from_distances, ssim,
 )
 
 G = torch.Generator().manual_seed(0)
@@ -110,6 +110,34 @@ def test_a_set_against_itself_and_well_separated_sets():
     slabs = rand(6, 32, 3) * torch.tensor([1.0, 1.0, 0.01], dtype=torch.float64)
     r = point_cloud_metrics(spheres, slabs, progress=False)
     assert r["1-NNA-CD"] == 1.0 and r["1-NNA-EMD"] == 1.0
+
+
+def test_set_metrics_from_distances_agrees_with_point_cloud_metrics():
+    gen, ref = rand(6, 24, 3), rand(5, 24, 3) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    direct = point_cloud_metrics(gen, ref, emd_max_points=24, progress=False)
+    g, r = normalize_point_clouds(gen), normalize_point_clouds(ref)
+    D_gg = {"CD": pairwise_chamfer_distance(g, None, progress=False), "EMD": pairwise_emd(g, None, progress=False)}
+    D_gr = {"CD": pairwise_chamfer_distance(g, r, progress=False), "EMD": pairwise_emd(g, r, progress=False)}
+    D_rr = {"CD": pairwise_chamfer_distance(r, None, progress=False), "EMD": pairwise_emd(r, None, progress=False)}
+    blocks = set_metrics_from_distances(D_gg, D_gr, D_rr)
+    assert set(blocks) == set(M.POINT_CLOUD_KEYS)
+    for key in M.POINT_CLOUD_KEYS:
+        assert blocks[key] == pytest.approx(direct[key], rel=1e-12, abs=1e-15)
+    # one distance at a time, as matrices (numpy too), under that distance's keys
+    one = set_metrics_from_distances(D_gg["EMD"].numpy(), D_gr["EMD"].numpy(), D_rr["EMD"].numpy(), "EMD")
+    assert one == {k: blocks[k] for k in ("COV-EMD", "MMD-EMD", "1-NNA-EMD")}
+
+
+def test_set_metrics_from_distances_on_a_hand_made_case():
+    # one-point shapes on a line (squared distances): generated at 0 and 0.1, references at 0 and 5
+    D_gr = torch.tensor([[0.0, 25.0], [0.01, 24.01]])
+    D_gg, D_rr = torch.tensor([[0.0, 0.01], [0.01, 0.0]]), torch.tensor([[0.0, 25.0], [25.0, 0.0]])
+    r = set_metrics_from_distances(D_gg, D_gr, D_rr)
+    assert r["COV-CD"] == 0.5 and r["MMD-CD"] == pytest.approx((0.0 + 24.01) / 2)
+    # nearest other shape: gen 0 -> ref 0, ref 0 -> gen 0, ref 1 -> gen 1 (all across: 0), and gen 1 is
+    # equally near gen 0 and ref 0 (a tie: 1/2 right) -> (0 + 1/2 + 0 + 0) / 4
+    assert r["1-NNA-CD"] == pytest.approx(1 / 8)
+    assert r == set_metrics_from_distances({"CD": D_gg}, {"CD": D_gr}, {"CD": D_rr})
 
 
 def test_one_nna_of_two_halves_of_one_distribution_is_near_half():
@@ -305,6 +333,12 @@ def test_inception_features_use_only_local_weights(tmp_path):
     (lambda: ssim(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 17)), "differ in shape"),
     (lambda: fid_from_features(np.zeros((5, 3)), np.zeros((5, 4))), "feature sizes"),
     (lambda: kid_from_features(np.zeros(5), np.zeros((5, 4))), "f1 has shape"),
+    (lambda: set_metrics_from_distances(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 2)), "do not fit"),
+    (lambda: set_metrics_from_distances(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2, 2)), "D_gr has shape"),
+    (lambda: set_metrics_from_distances({"CD": torch.zeros(1, 1)}, torch.zeros(1, 1), {"CD": torch.zeros(1, 1)}),
+     "all as matrices or all as"),
+    (lambda: set_metrics_from_distances({"CD": torch.zeros(1, 1)}, {"EMD": torch.zeros(1, 1)},
+                                        {"CD": torch.zeros(1, 1)}), "name different distances"),
 ])
 def test_bad_inputs_raise_one_line_value_errors(call, match):
     with pytest.raises(ValueError, match=match) as info:
