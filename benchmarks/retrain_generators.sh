@@ -9,7 +9,8 @@
 # captioner text_long; default: tokens text image single next_token captioner). Logs: runs/retrain/<step>.log; wall times: runs/retrain/times.txt.
 # The "10k" steps use a training set of 10,000 objects (the 2,400 plus 7,600 more of the same split:
 # `sar3d data build --count 10000 --split train --out ~/.cache/sar3d/proc_train_10k`, resumable):
-#   tokens10k, captioner10k (stage 2 twice as long), text10k (the text model on the 10k tokens).
+#   tokens10k, captioner10k (stage 2 twice as long), text10k (the text model on the 10k tokens),
+#   image10k (the image model on them, 3000 steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -57,6 +58,8 @@ for s in "${steps[@]}"; do
                     --out runs/captioner_10k --export runs/captioner_10k_export ;;
     text10k) run text10k "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 --width 128 \
                --batch-size 8 --lr 1e-3 --threads 1 --steps 3500 --out runs/ar_text_10k --export runs/ar_text_10k_export ;;
+    image10k) run image10k "${TRAIN[@]}" ar --cond image --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 --width 128 \
+                --batch-size 8 --lr 1e-3 --threads 1 --steps 3000 --out runs/ar_image_10k --export runs/ar_image_10k_export ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done
