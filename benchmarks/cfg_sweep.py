@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from sar3d_core.ar_eval import EVAL_AZIMUTHS, generate_for_captions, labels_of_record, short_prompts, test_records
-from sar3d_core.features import attribute_accuracy, load_default
-from sar3d_core.generate import DEFAULT_TEXT, Generator
+from sar3d_core.featnet import attribute_accuracy, load_default
+from sar3d_core.generate import DEFAULT_TEXT, Pipeline
 
 
 def main(argv=None):
@@ -33,7 +33,7 @@ def main(argv=None):
     p.add_argument("--plot", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(2)
-    gen, featnet = Generator.from_pretrained(a.checkpoint), load_default()
+    gen, featnet = Pipeline.from_pretrained(a.checkpoint), load_default()
     records = test_records(a.data, a.prompts)
     short = short_prompts(1)
     prompts = [r["caption"] for r in records] + [q for q, _, _ in short]

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from sar3d_core.ar_eval import evaluate_short_prompts, evaluate_text
-from sar3d_core.features import load_default
-from sar3d_core.generate import Generator
+from sar3d_core.featnet import load_default
+from sar3d_core.generate import Pipeline
 
 
 def main(argv=None):
@@ -33,7 +33,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    gen, featnet = Generator.from_pretrained(a.checkpoint), load_default()
+    gen, featnet = Pipeline.from_pretrained(a.checkpoint), load_default()
     out = {"checkpoint": a.checkpoint, "cfg": a.cfg,
            "short_prompts": evaluate_short_prompts(gen, a.rounds, featnet=featnet, cfg=a.cfg, progress=False)}
     print("short prompts", json.dumps(out["short_prompts"]))

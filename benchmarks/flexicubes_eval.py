@@ -38,10 +38,9 @@ from sar3d_core.data import MultiViewDataset
 from sar3d_core.flexicubes_train import FlexiCubesObjective, SAR3DFlexiCubes
 from sar3d_core.meshing import extract_mesh
 from sar3d_core.metrics import chamfer_distance
-from sar3d_core.render import sdf_normals
 from sar3d_core.training import find_checkpoint, load_checkpoint
 from sar3d_core.vqvae import SAR3DVQVAE
-from sar3d_core.world import make_object
+from sar3d_core.world import make_object, sdf_normals
 
 METHODS = ("marching-cubes (NeRF)", "flexicubes (NeRF, unit weights)", "flexicubes (fine-tuned)")
 

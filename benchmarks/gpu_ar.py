@@ -31,11 +31,11 @@ from sar3d_core.transformer import SAR3DTransformer
 
 
 def cpu_vs_cuda(result: dict) -> None:
-    from sar3d_core.generate import DEFAULT_TEXT, Generator
+    from sar3d_core.generate import DEFAULT_TEXT, Pipeline
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    gen = Generator.from_pretrained(DEFAULT_TEXT)
+    gen = Pipeline.from_pretrained(DEFAULT_TEXT)
     cond = gen.condition(text=["a 3D model of a chair coloured red", "a tall green vase"])
     tokens = gen.sample_tokens(cond, seed=0)
     model, quantizer = gen.transformer, gen.vqvae.quantizer

@@ -6,7 +6,7 @@ measure composition, not recall.
 
 * **Text-conditioned** (``evaluate_text``): one object per test caption, rendered from
   ``EVAL_VIEWS`` (two orbit views, elevation 20 deg); the evaluation feature network
-  (``features``, a different network from the tiny CLIP that conditions the model)
+  (``featnet``, a different network from the tiny CLIP that conditions the model)
   classifies category and colour; FID between its features of the generated renders and of
   the ground-truth renders from the same cameras; COV / MMD-CD between point clouds on the
   marching-cubes surfaces of the samples and on the exact surfaces of the test objects.
@@ -61,8 +61,7 @@ def labels_of_record(r: dict) -> dict:
 
 def ground_truth_renders(records, size: int = 64) -> torch.Tensor:
     """Exact renders of the procedural objects from ``eval_cameras``: ``(N * 2, 3, H, W)``."""
-    from .render import render_sdf
-    from .world import make_object
+    from .world import make_object, render_sdf
 
     c = eval_cameras()
     out = [render_sdf(make_object(int(r["seed"])), c, size, size).rgb
@@ -121,7 +120,7 @@ def generate_for_captions(gen, captions, *, batch_size: int = 25, seed: int = 0,
 def evaluate_text(gen, data, limit: int = 100, *, featnet=None, seed: int = 0, points: bool = True,
                   progress: bool = True, **sampling) -> dict:
     """Attribute accuracy, FID and COV/MMD-CD of a text-conditioned generator over ``limit`` test captions."""
-    from .features import attribute_accuracy, load_default
+    from .featnet import attribute_accuracy, load_default
 
     featnet = featnet or load_default()
     records = test_records(data, limit)
@@ -158,7 +157,7 @@ def evaluate_short_prompts(gen, rounds: int = 2, *, featnet=None, seed: int = 0,
                            **sampling) -> dict:
     """Category and colour accuracy of a text generator on ``short_prompts(rounds)``: one sample per
     prompt, judged by the feature network from the two ``eval_cameras`` views."""
-    from .features import attribute_accuracy, load_default
+    from .featnet import attribute_accuracy, load_default
 
     featnet = featnet or load_default()
     prompts = short_prompts(rounds)
@@ -177,7 +176,7 @@ def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = Tru
     objects and, with ``featnet``, the category / colour accuracy and FID of their renders
     from ``eval_cameras`` (what a generator that hit every object's tokens would score)."""
     from .data import MultiViewDataset
-    from .features import attribute_accuracy
+    from .featnet import attribute_accuracy
 
     records = test_records(data, limit)
     ds = MultiViewDataset(data, size=vqvae.cfg.image_size)
@@ -231,7 +230,7 @@ def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: in
 def heldout_accuracy(images, records, featnet) -> dict:
     """Category and colour accuracy on the test objects whose (category, colour) pair never
     occurs in training (``world.HELDOUT_PAIRS``)."""
-    from .features import attribute_accuracy
+    from .featnet import attribute_accuracy
     from .world import heldout_combinations
 
     pairs = heldout_combinations()
@@ -648,7 +647,7 @@ def table1(data, limit: int = 100, *, rows=None, featnet=None, bootstrap: int = 
     objects, so the floor row (A's exact objects) is what a perfect generator scores.
 
     * FID, KID: features of 2 renders per object (``eval_cameras``, 64 px) by ``featnet`` (default
-      the offline ``features.load_default()``; a path to pytorch-fid's weights file uses Inception-V3).
+      the offline ``featnet.load_default()``; a path to pytorch-fid's weights file uses Inception-V3).
     * COV, MMD (Chamfer), 1-NNA: 2048 points on each surface (marching cubes at 48^3 for decoded
       fields, the exact surface for real objects), each cloud scaled into the unit box; COV / MMD with
       EMD on a seeded subset of ``emd_subsample`` points per cloud (None: no EMD).
@@ -662,8 +661,8 @@ def table1(data, limit: int = 100, *, rows=None, featnet=None, bootstrap: int = 
     for the generators (default the paper's: 4, 10, 0.5, linear).
     """
     from .data import MultiViewDataset
-    from .features import FeatureNet, load_default
-    from .generate import Generator
+    from .featnet import FeatureNet, load_default
+    from .generate import Pipeline
     from .metrics import inception_features, normalize_point_clouds, pairwise_chamfer_distance
 
     started = time.perf_counter()
@@ -683,7 +682,7 @@ def table1(data, limit: int = 100, *, rows=None, featnet=None, bootstrap: int = 
 
     def generator(folder):
         if folder not in generators:
-            generators[folder] = Generator.from_pretrained(folder)
+            generators[folder] = Pipeline.from_pretrained(folder)
         return generators[folder]
 
     ctx = {"data": data, "records": all_records[:n], "half_a": half_a, "seed": seed, "progress": progress,
@@ -861,9 +860,9 @@ def attribute_accuracy_of_views(featnet, views, records) -> dict:
     ``views (N, V, 3, H, W)``: the renders of ``generate_for_captions`` (``"views"``), object-major;
     ``records``: one per object, an ``index.json`` entry / ``world`` object's ``to_dict()`` (category
     and attributes) or a plain label dict ``{"category": .., "colour": ..}``. Every view of an object
-    is judged against that object's labels (``features.attribute_accuracy``).
+    is judged against that object's labels (``featnet.attribute_accuracy``).
     """
-    from .features import attribute_accuracy
+    from .featnet import attribute_accuracy
 
     views = torch.as_tensor(views)
     if views.dim() != 5:
@@ -893,8 +892,8 @@ def main(argv=None) -> dict:
     """``python -m sar3d_core.ar_eval``: the README's generation table (shipped checkpoints by default)."""
     import argparse
 
-    from .features import load_default as load_featnet
-    from .generate import DEFAULT_IMAGE, DEFAULT_NEXT_TOKEN, DEFAULT_TEXT, Generator
+    from .featnet import load_default as load_featnet
+    from .generate import DEFAULT_IMAGE, DEFAULT_NEXT_TOKEN, DEFAULT_TEXT, Pipeline
 
     p = argparse.ArgumentParser(prog="python -m sar3d_core.ar_eval", description=main.__doc__)
     p.add_argument("--data", required=True, help="the built test split (index.json), e.g. ~/.cache/sar3d/test64")
@@ -908,13 +907,13 @@ def main(argv=None) -> dict:
     featnet = load_featnet()
     out = {"data": a.data, "limit": a.limit, "threads": torch.get_num_threads()}
     for key, folder in (("next_scale", a.text), ("next_token", a.next_token)):
-        gen = Generator.from_pretrained(folder)
+        gen = Pipeline.from_pretrained(folder)
         r = evaluate_text(gen, a.data, a.limit, featnet=featnet, cfg=a.cfg)
         r["vqvae_ceiling"] = reconstruction_reference(gen.vqvae, a.data, a.limit, featnet=featnet)
         r["short_prompts"] = evaluate_short_prompts(gen, featnet=featnet, cfg=a.cfg)
         out[key] = r
         print(key, json.dumps({k: v for k, v in r.items() if k != "protocol"}, default=str))
-    gen = Generator.from_pretrained(a.image)
+    gen = Pipeline.from_pretrained(a.image)
     out["image"] = evaluate_image(gen, a.data, a.limit, cfg=a.cfg)
     print("image", json.dumps(out["image"]))
     if a.json:

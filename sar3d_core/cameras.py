@@ -24,6 +24,7 @@ import torch
 DEFAULT_FOV = 0.6912  # radians, G-Objaverse's x_fov = y_fov
 DEFAULT_RADIUS = 1.9411  # the radius of the reference chunk's rings (elevation 7 deg)
 WORLD_UP = (0.0, 0.0, 1.0)
+OBJECT_BOX = 0.45  # every object lies inside the object box [-OBJECT_BOX, OBJECT_BOX]^3
 
 
 def _tensor(x, dtype=torch.float32) -> torch.Tensor:

@@ -6,7 +6,7 @@ each folder's ``training.json`` (or ``metrics.json``) records the command that m
 
     >>> from sar3d_core.checkpoints import SHIPPED, load_shipped
     >>> vqvae = load_shipped("vqvae_tiny_lift")      # a SAR3DVQVAE, in eval mode
-    >>> gen = load_shipped("ar_text_tiny")           # a generate.Generator with its VQVAE
+    >>> gen = load_shipped("ar_text_tiny")           # a generate.Pipeline with its VQVAE
 
 ``SHIPPED`` maps each name to what it is; ``shipped_path(name)`` gives its folder.
 """
@@ -96,15 +96,15 @@ def load_shipped(name: str):
 
         return SAR3DVQVAE.from_pretrained(folder).eval()
     if kind == "generator":
-        from .generate import Generator
+        from .generate import Pipeline
 
-        return Generator.from_pretrained(folder)
+        return Pipeline.from_pretrained(folder)
     if kind == "condition_encoder":
         from .conditioning import ConditionEncoder
 
         return ConditionEncoder.tiny_clip(folder)
     if kind == "feature_net":
-        from .features import FeatureNet
+        from .featnet import FeatureNet
 
         return FeatureNet.from_pretrained(folder).eval()
     if kind == "flexicubes":

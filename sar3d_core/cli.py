@@ -71,7 +71,8 @@ def _cmd_render(args) -> None:
 
 
 def _cmd_data_build(args) -> None:
-    from .data import build_dataset, default_cache_dir
+    from .data import default_cache_dir
+    from .world import build_dataset
 
     out = Path(args.out) if args.out else default_cache_dir() / f"proc_{args.split}_{args.size}"
     build_dataset(out, args.count, size=args.size, split=args.split, start=args.start, workers=args.workers)
@@ -318,7 +319,7 @@ def _cmd_eval_images(args) -> None:
         f_gen, f_ref = (inception_features(x, weights_path=args.inception, progress=progress) for x in (gen, ref))
         note = "comparable with published FID/KID only if the reference set and image protocol match too"
     else:
-        from .features import FeatureNet, load_default
+        from .featnet import FeatureNet, load_default
 
         net = FeatureNet.from_pretrained(args.featnet) if args.featnet else load_default()
         network = net.name
@@ -358,11 +359,11 @@ def _cmd_eval_table1(args) -> None:
 
 
 def _cmd_train_featnet(args) -> None:
-    from .features import main as train_main
+    from .featnet import main as train_main
 
     options = {"--out": args.out, "--objects": args.objects, "--views": args.views, "--epochs": args.epochs,
                "--seed": args.seed, "--eval-count": args.eval_count, "--threads": args.threads}
-    # only what was given: the defaults stay those of sar3d_core.features
+    # only what was given: the defaults stay those of sar3d_core.featnet
     train_main([str(a) for k, v in options.items() if v is not None for a in (k, v)])
 
 
@@ -370,9 +371,10 @@ def _cmd_train_vqvae(args) -> None:
     import torch
 
     from .config import SAR3DConfig
-    from .data import build_dataset, default_cache_dir
+    from .data import default_cache_dir
     from .training import TrainConfig
     from .vqvae_train import objective_preset, train_vqvae
+    from .world import build_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -479,7 +481,7 @@ def _cmd_generate(args) -> None:
     import torch
 
     from .cameras import orbit_cameras
-    from .generate import DEFAULT_IMAGE, DEFAULT_TEXT, Generator
+    from .generate import DEFAULT_IMAGE, DEFAULT_TEXT, Pipeline
     from .render import save_mesh
 
     if args.threads:
@@ -500,7 +502,7 @@ def _cmd_generate(args) -> None:
                              f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     out = _check_mesh_out(args.out, "--out")
     _check_flexicubes_option(args)
-    gen = Generator.from_pretrained(ckpt, args.vqvae)
+    gen = Pipeline.from_pretrained(ckpt, args.vqvae)
     cams = orbit_cameras([45.0 * v for v in range(8)], [20.0] * 8) if args.views else None
     res = gen.generate(text=args.text, image=args.image, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
                        top_k=args.top_k, top_p=args.top_p, seed=args.seed, cameras=cams, mesh=True,
@@ -525,12 +527,12 @@ def _cmd_generate(args) -> None:
 def _cmd_bench_sampling(args) -> None:
     import torch
 
-    from .generate import DEFAULT_NEXT_TOKEN, DEFAULT_TEXT, Generator, benchmark_sampling
+    from .generate import DEFAULT_NEXT_TOKEN, DEFAULT_TEXT, Pipeline, benchmark_sampling
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ns = Generator.from_pretrained(args.checkpoint or DEFAULT_TEXT, args.vqvae)
-    nt = None if args.no_next_token else Generator.from_pretrained(args.next_token_checkpoint or DEFAULT_NEXT_TOKEN,
+    ns = Pipeline.from_pretrained(args.checkpoint or DEFAULT_TEXT, args.vqvae)
+    nt = None if args.no_next_token else Pipeline.from_pretrained(args.next_token_checkpoint or DEFAULT_NEXT_TOKEN,
                                                                    args.next_token_vqvae)
     r = benchmark_sampling(ns, nt, prompt=args.prompt, repeats=args.repeats, cfg=args.cfg)
     r["next_scale_generator"], r["next_token_generator"] = ns.name, (nt.name if nt else None)
@@ -780,9 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
     for (group, name), (module, what) in DELEGATED.items():  # listed here; main() runs them
         (eval_sub if group == "eval" else train_sub).add_parser(name, help=f"{what} (python -m sar3d_core.{module})")
     t = train_sub.add_parser("featnet", help="the offline feature network for FID/KID and attribute accuracy",
-                             description="Train the offline feature network, as python -m sar3d_core.features "
+                             description="Train the offline feature network, as python -m sar3d_core.featnet "
                                          "(same options; an option left out takes that module's default).")
-    # the options of sar3d_core.features.main (tests/test_eval_cli.py checks they match)
+    # the options of sar3d_core.featnet.main (tests/test_eval_cli.py checks they match)
     t.add_argument("--out", help="checkpoint folder (default: the shipped data_samples/feature_net)")
     t.add_argument("--objects", type=_int_at_least(1), help="train- and val-split objects to render")
     t.add_argument("--views", type=_int_at_least(1), help="random views per object")

@@ -23,7 +23,7 @@ Where the weights come from (DESIGN.md §4: nothing is downloaded at run time):
   Its ``metrics.json``: among 100 test-split objects (unseen captions, one view each), the
   caption finds its render first 46 % of the time and among the top 5 80 % (chance: 1 % and
   5 %); it knows only the procedural world's words (others become ``[UNK]``). It is a
-  different network from the evaluation's feature network (``features``): a generator is
+  different network from the evaluation's feature network (``featnet``): a generator is
   never scored by the network it was conditioned on.
 
 ``load_condition_encoder("auto")`` takes the hub models when both are present, else the tiny CLIP.
@@ -426,7 +426,7 @@ class CaptionedRenders(torch.utils.data.Dataset):
 class ClipObjective(nn.Module):
     """The contrastive loss of a ``CLIPModel`` on a batch of ``CaptionedRenders`` (what ``training.train`` minimises).
 
-    Each object is seen with one view (augmented, ``features.augment``) and one prompt form, both
+    Each object is seen with one view (augmented, ``featnet.augment``) and one prompt form, both
     drawn from ``step_generator(step)``: one view per object, so no second positive among the
     negatives. ``logits_tv = exp(s) cos(text_t, image_v)``, ``s`` the learnable log inverse
     temperature clamped to ``[0, ln 100]`` (temperature at least 0.01, as CLIP); InfoNCE both ways,
@@ -452,7 +452,7 @@ class ClipObjective(nn.Module):
         return self.clip.logit_scale.clamp(0, self.MAX_LOG_SCALE)
 
     def forward(self, batch: dict, step: int) -> dict:
-        from .features import augment
+        from .featnet import augment
 
         g = step_generator(step)
         images = batch["images"]
@@ -505,9 +505,9 @@ def new_tiny_clip(vocab_size: int, max_length: int = 32, seed: int = 0, **sizes)
 
 
 def _train_split_renders(num_objects: int, views: int, seed: int, progress: bool):
-    """The train-split objects among ``features.training_objects(num_objects)``, their renders
+    """The train-split objects among ``featnet.training_objects(num_objects)``, their renders
     uint8 ``(N, V, 3, 64, 64)`` and the seconds the first rendering took (None when cached)."""
-    from .features import training_objects, training_renders
+    from .featnet import training_objects, training_renders
 
     with _num_threads(1):  # the SDF renderer is bound by per-op overhead: one thread is fastest
         images, _, render_s = training_renders(num_objects, views, seed, progress=progress)
@@ -530,7 +530,7 @@ def save_tiny_clip(out_folder, clip, tokenizer) -> Path:
 
 def _test_retrieval(clip, tokenizer, eval_count: int, seed: int, progress: bool) -> dict:
     """Retrieval among the first ``eval_count`` test-split objects (one fresh view each), captions and short prompts."""
-    from .features import render_objects
+    from .featnet import render_objects
     from .world import objects_in_split
 
     test = objects_in_split("test", eval_count)
@@ -554,7 +554,7 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
 
     With ``prompt_forms`` each object is seen with its caption or one of the world's other forms
     of it (``ProceduralObject.prompts``), drawn per step; equal prompts in a batch are not negatives.
-    The renders are the feature network's (``features.training_renders``: the first ``num_objects``
+    The renders are the feature network's (``featnet.training_renders``: the first ``num_objects``
     train and val objects from ``views`` random views, rendered once and cached), of which only
     the train-split objects are used: the val and test captions stay unseen."""
     t0 = time.perf_counter()

@@ -2,8 +2,9 @@
 
 The paper trains on G-Objaverse renders (Sec. 5.1: about 176K Objaverse objects, 40 views
 each) with captions from 3DTopia, preprocessed into the SAR3D/LN3Diff "chunk" layout. This
-module reads those formats into a ``views.MultiView`` and writes the same layout for the
-procedural world of ``world``, so one loader serves the real and the small data:
+module reads those formats into a ``views.MultiView`` and writes the same layout (in which
+``world.build_dataset`` stores the procedural world), so one loader serves the real and the
+small data:
 
 * ``read_chunk`` / ``write_chunk``: one object, 12 views tiled left to right::
 
@@ -372,7 +373,7 @@ def load_views(spec: str, num_views: int = 12, size: int = 64, up: str = "z") ->
     objects and meshes get the first ``num_views`` (1-12) chunk-layout cameras; folders give
     their first ``num_views`` views. ``up``: the up axis of an OBJ/PLY/STL/OFF file (``"z"``
     or ``"y"``; glTF/GLB are +Y up by their specification); other inputs are +Z up already."""
-    from .render import MESH_EXTENSIONS, UP_AXES, render_sdf
+    from .render import MESH_EXTENSIONS, UP_AXES
 
     spec = str(spec)
     if num_views < 1:
@@ -389,7 +390,7 @@ def load_views(spec: str, num_views: int = 12, size: int = 64, up: str = "z") ->
             raise ValueError(f"{spec!r}: expected proc:<integer seed>") from None
         if num_views > 12:
             raise ValueError(f"num_views={num_views}: a procedural object is rendered from at most 12 chunk cameras")
-        from .world import make_object
+        from .world import make_object, render_sdf
 
         obj = make_object(seed)
         mv = render_sdf(obj, chunk_cameras(seed)[:num_views], size, size, supersample=2)
@@ -413,9 +414,9 @@ def load_views(spec: str, num_views: int = 12, size: int = 64, up: str = "z") ->
     raise ValueError(f"{spec}: unsupported input (expected {kinds}; mesh extensions {', '.join(MESH_EXTENSIONS)})")
 
 
-# ---------------------------------------------------------------- procedural data set
+# ---------------------------------------------------------------- data set index
 def read_index(path: Path) -> dict:
-    """A data set's ``index.json`` (see ``build_dataset``); ValueError, one line naming the file, when corrupt."""
+    """A data set's ``index.json`` (see ``world.build_dataset``); ValueError, one line naming the file, when corrupt."""
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -427,88 +428,6 @@ def read_index(path: Path) -> dict:
         raise ValueError(f"{path} is not a data set index (no list of objects with folder and seed): rebuild the "
                          "data set with `sar3d data build`, or delete the file")
     return index
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _render_one(job) -> None:
-    """Render and write one procedural object (runs in a worker process, one torch thread)."""
-    from .render import render_sdf
-
-    obj, folder, size, supersample, split = job
-    mv = render_sdf(obj, chunk_cameras(obj.seed), size, size, supersample=supersample)
-    write_chunk(replace(mv, caption=obj.caption), folder, ins=f"proc/{split}/{obj.seed}")
-
-
-def _single_thread_worker() -> None:
-    torch.set_num_threads(1)  # the renderer's tensors are small: threads fight, processes scale
-
-
-def build_dataset(out=None, count: int = 100, size: int = 64, split: str = "train", start: int = 0,
-                  supersample: int = 2, progress: bool = True, workers: int = 1) -> Path:
-    """Render the first ``count`` objects of ``split`` among seeds ``start, start + 1, ...`` into ``out``.
-
-    One chunk folder per object, ``out/<seed:06d>/`` (12 views of ``chunk_cameras(seed)``:
-    6 encoder inputs, 6 supervision views), then ``out/index.json`` (seed, split, caption,
-    category, attributes of every object) written last. Resumable: existing chunk folders
-    are complete (``write_chunk`` is atomic) and are skipped. ``workers`` processes render
-    in parallel, one torch thread each. Returns ``out``.
-    """
-    import multiprocessing
-
-    from tqdm.auto import tqdm
-
-    from .world import objects_in_split
-
-    out = Path(out).expanduser() if out is not None else default_cache_dir() / f"proc_{split}_{size}"
-    if count < 1:
-        raise ValueError(f"count={count}: a data set holds at least 1 object")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file: give a folder for the data set")
-    out.mkdir(parents=True, exist_ok=True)
-    index_path = out / INDEX_NAME
-    index = read_index(index_path) if index_path.is_file() else {}
-    if index and (index.get("size") != size or index.get("split") != split):
-        raise ValueError(f"{out} holds a {index.get('split')} data set at {index.get('size')} px: "
-                         f"use another folder for {split} at {size} px")
-    entries = {e["seed"]: e for e in index.get("objects", [])}
-    jobs = []
-    for obj in objects_in_split(split, count, start=start):
-        folder = out / f"{obj.seed:06d}"
-        if folder.is_dir():  # complete by construction
-            with Image.open(folder / "raw_img.png") as im:
-                if im.size[1] != size:
-                    raise ValueError(f"{folder} holds {im.size[1]} px views: expected {size}")
-        else:
-            jobs.append((obj, folder, size, supersample, split))
-        entries[obj.seed] = {"folder": folder.name, **obj.to_dict()}
-    workers = max(1, min(workers, len(jobs)))
-    bar = tqdm(total=len(jobs), desc=f"rendering {split} objects", unit="obj", disable=not progress)
-    if workers == 1:
-        threads = torch.get_num_threads()
-        _single_thread_worker()
-        try:
-            for job in jobs:
-                _render_one(job)
-                bar.update()
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_single_thread_worker) as pool:
-            for _ in pool.imap_unordered(_render_one, jobs):
-                bar.update()
-    bar.close()
-    _write_json_atomic(index_path, {"format": "sar3d-chunks", "size": size, "split": split, "views": 12,
-                                    "supersample": supersample, "objects": [entries[s] for s in sorted(entries)]})
-    return out
 
 
 # ---------------------------------------------------------------- torch data set
@@ -597,8 +516,8 @@ def make_samples(out, count: int = 3, size: int = 64) -> list[Path]:
     """Write the small samples shipped in ``data_samples/``: the first ``count`` test-split
     objects as chunks (``chunks/<seed>/``) and a vertex-coloured mesh (``meshes/mug.glb``)
     built from trimesh primitives, so every reader has an input that needs no download."""
-    from .render import render_sdf, save_mesh
-    from .world import objects_in_split
+    from .render import save_mesh
+    from .world import objects_in_split, render_sdf
 
     out = Path(out)
     written = []
@@ -608,3 +527,11 @@ def make_samples(out, count: int = 3, size: int = 64) -> list[Path]:
                                    ins=f"proc/test/{obj.seed}", overwrite=True))
     written.append(save_mesh(sample_mug(), out / "meshes" / "mug.glb"))  # stored +Y up, as glTF says
     return written
+
+
+def __getattr__(name):  # data.build_dataset: the procedural data set's builder, imported on first use
+    if name == "build_dataset":
+        from .world.dataset import build_dataset
+
+        return build_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,9 +42,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .cameras import unproject_depth
+from .cameras import OBJECT_BOX, unproject_depth
 from .config import NUM_PLANES, SAR3DConfig, component_settings
-from .shapes import OBJECT_BOX
 
 # (u, v) world axes of each plane and the axis along its normal, in plane order (xy, xz, yz);
 # the same (u, v) as triplane.PLANE_AXES

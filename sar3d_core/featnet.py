@@ -24,7 +24,7 @@ chance at 64 px: ignore that head).
 Never train a generator against this network (as a loss, a reward or for selection):
 a metric that has been optimised stops measuring anything (Goodhart), and this one is small
 enough to be fooled. The shipped checkpoint is ``data_samples/feature_net`` (safetensors +
-JSON config + the held-out accuracies it measured); ``python -m sar3d_core.features --out
+JSON config + the held-out accuracies it measured); ``python -m sar3d_core.featnet --out
 data_samples/feature_net`` retrains it, through the project's one loop ``training.train``
 (``FeatureObjective``; run folder ``runs/feature_net`` with checkpoint, log and loss curve).
 """
@@ -44,11 +44,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .training import TrainConfig, batches_per_epoch, is_main_process, objective_loss, step_generator, train, world_info
-from .world import CATEGORIES, COLOURS, FINISHES, PATTERNS, make_object, objects_in_split, split_of
+from .world import CATEGORIES, COLOURS, FINISHES, PATTERNS, make_object, objects_in_split, render_sdf, split_of
 
 FORMAT = "sar3d-featnet"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "feature_net"
-TRAIN_COMMAND = "python -m sar3d_core.features --out data_samples/feature_net"
+TRAIN_COMMAND = "python -m sar3d_core.featnet --out data_samples/feature_net"
 DEFAULT_RUN = Path("runs") / "feature_net"  # the training run's folder (checkpoint, log.jsonl, loss.png)
 NONE = "none"  # the label of an absent value (the second colour of a plain object)
 GENERAL_HEADS = {"category": CATEGORIES, "colour": tuple(COLOURS), "secondary_colour": tuple(COLOURS) + (NONE,),
@@ -240,8 +240,6 @@ def render_objects(objects, views_per_object: int, seed: int = 0, size: int = 64
                    progress: bool = True, desc: str = "renders") -> torch.Tensor:
     """Each object from ``views_per_object`` random views -> uint8 ``(len(objects) * V, 3, size, size)``;
     a share of the objects (drawn by ``seed``) is rendered with 2 x 2 supersampling."""
-    from .render import render_sdf
-
     rng, out = np.random.default_rng(seed), []
     for obj in tqdm(objects, desc=desc, unit="obj", disable=not progress):
         c = random_views(rng, views_per_object)
@@ -458,7 +456,7 @@ def train_feature_net(out_folder=DEFAULT_CHECKPOINT, num_objects: int = 3000, vi
     test = evaluate_on_split(net, "test", eval_count, progress=progress)
     test_blur = evaluate_on_split(net, "test", eval_count, blur_sigma=1.0, progress=progress)
     net.save_pretrained(out_folder)
-    metrics = {"feature_network": net.name, "command": f"python -m sar3d_core.features --out {out_folder} "
+    metrics = {"feature_network": net.name, "command": f"python -m sar3d_core.featnet --out {out_folder} "
                f"--objects {num_objects} --views {views_per_object} --epochs {epochs} --seed {seed}",
                "train_renders": len(images), "render_seconds": round(first_render_s or render_s),
                "train_seconds": round(train_s), "steps": cfg.steps,

@@ -1,9 +1,9 @@
 """Text- and image-to-3D with a trained generator (paper Sec. 4.2, Fig. 3a; Supp. C).
 
-``Generator`` pairs the three frozen pieces a sample needs and checks that they belong
+``Pipeline`` pairs the three frozen pieces a sample needs and checks that they belong
 together: the condition encoder (its ``name`` must be the one the transformer was trained
 on), the VQVAE (same config as the one whose tokens trained it), and the transformer.
-``Generator.generate`` then runs the whole pipeline, timing each stage:
+``Pipeline.generate`` then runs the whole pipeline, timing each stage:
 
 1. ``condition``: the prompt or image -> pooled vector + token features;
 2. ``sample``: next-scale (K passes with the KV cache) or next-token (``3 h w`` passes)
@@ -13,6 +13,9 @@ on), the VQVAE (same config as the one whose tokens trained it), and the transfo
 5. ``mesh``: a surface (optional): marching cubes on the field, or FlexiCubes (Sec. 4.1) with
    the decoder fine-tune made for this VQVAE (``flexicubes_train.finetune_for``; Dual Marching
    Cubes with unit weights on the NeRF field when there is none).
+
+``Generator`` is another name for ``Pipeline``; the code says ``Pipeline`` so the class is
+never confused with the ``torch.Generator`` random streams that samplers take as arguments.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ DEFAULT_SINGLE_SCALE_VQVAE = DATA_SAMPLES / "vqvae_single_scale_lift"
 
 @dataclass
 class Generation:
-    """What ``Generator.generate`` made for a batch of B conditions."""
+    """What ``Pipeline.generate`` made for a batch of B conditions."""
 
     tokens: list  # [(B, 3, h_k, w_k)] per scale
     planes: torch.Tensor  # (B, 3, F, H', W') feature triplanes
@@ -63,7 +66,7 @@ def find_vqvae(ref: str) -> Path:
                             f"(nor under {DATA_SAMPLES}): pass its folder with --vqvae")
 
 
-class Generator:
+class Pipeline:
     """Condition encoder + transformer + VQVAE, checked to be a trained set (see module doc)."""
 
     def __init__(self, transformer, meta: dict, vqvae, encoder, name: str = "generator"):
@@ -84,7 +87,7 @@ class Generator:
         self.condition_kind, self.name = meta["condition"], name
 
     @classmethod
-    def from_pretrained(cls, folder, vqvae_folder=None, encoder=None) -> "Generator":
+    def from_pretrained(cls, folder, vqvae_folder=None, encoder=None) -> "Pipeline":
         """``folder``: a ``save_generator`` checkpoint; ``vqvae_folder``: default the VQVAE its
         config names (``find_vqvae``), else the shipped tiny VQVAE (or the single-scale one for a
         next-token model); ``encoder``: default the tiny CLIP."""
@@ -221,6 +224,9 @@ class Generator:
         return meshes, used
 
 
+Generator = Pipeline  # another name for the same class, for scripts that import generate.Generator
+
+
 # ------------------------------------------------------------------------------ timing
 def _seconds(fn) -> float:
     t = time.perf_counter()
@@ -235,7 +241,7 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 @torch.no_grad()
-def benchmark_sampling(next_scale: Generator, next_token: Generator | None = None,
+def benchmark_sampling(next_scale: Pipeline, next_token: Pipeline | None = None,
                        prompt: str = "a 3D model of a chair coloured red", repeats: int = 5, cfg: float = 4.0,
                        mesh_resolution: int = 48) -> dict:
     """The numbers of ``sar3d bench sampling``, all in one run on this machine:

@@ -13,7 +13,7 @@ to fine; Algorithm 2 sums ``f_hat_k = sum_{j <= k} phi_j(z_j)``. Stopping Algori
 * edits: scale k replaced by another object's tokens or by random codes, decoded next to
   the original; or scales k..K drawn again by a next-scale generator (Sec. 4.2) given the kept
   scales 1..k-1, through the hook ``resample_fn(tokens, k, seed) -> tokens``
-  (``generate.Generator.resample_fn(prompt)``).
+  (``generate.Pipeline.resample_fn(prompt)``).
 
 ``TokenInspector`` is the ipywidgets app; ``static_figure`` tells the same per-scale story as
 one matplotlib figure where widgets cannot render (papermill, HTML exports).
@@ -235,7 +235,7 @@ class TokenInspector:
     Drive it from Python as from the UI: ``load(spec)``, ``slider.value = k``,
     ``edit("object", donor="proc:3")`` or ``edit("random", seed=1)``. Bad input never raises:
     the reason is shown in ``message``. ``resample_fn(tokens, k, seed) -> tokens`` is the hook
-    for a generator (Sec. 4.2; ``Generator.resample_fn``); without one the button is greyed out.
+    for a generator (Sec. 4.2; ``Pipeline.resample_fn``); without one the button is greyed out.
     """
 
     def __init__(self, model, source: str = "proc:0", c_V25: torch.Tensor | None = None, size: int | None = None,

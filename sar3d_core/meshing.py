@@ -25,7 +25,7 @@ find that level set, both on cells of width ``2 b / R`` (``R = resolution``):
   crossed edges). The paper goes further (Eq. 9): its decoder is fine-tuned to predict
   ``s``, the deformation and the 21 weights per cube. That fine-tune is
   ``flexicubes_train.SAR3DFlexiCubes`` (shipped as ``data_samples/flexicubes_tiny``);
-  ``generate.Generator.generate(mesher="flexicubes")`` and the CLI's ``--mesher flexicubes``
+  ``generate.Pipeline.generate(mesher="flexicubes")`` and the CLI's ``--mesher flexicubes``
   use it whenever it was made for the VQVAE at hand, and this unit-weight path otherwise.
 
 Either way the vertex colours are the field's colour at the vertices and the triangles face

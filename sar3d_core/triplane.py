@@ -9,7 +9,7 @@ that the reconstruction loss of Eq. 8 compares to the ground truth.
 
 Conventions (DESIGN.md §4):
 
-* The three planes cover the object box ``[-b, b]^3`` (``b = shapes.OBJECT_BOX = 0.45``),
+* The three planes cover the object box ``[-b, b]^3`` (``b = cameras.OBJECT_BOX = 0.45``),
   in the order ``(xy, xz, yz)``. Plane ``p`` is indexed by ``(u, v)``: xy: ``(u, v) = (x, y)``,
   xz: ``(x, z)``, yz: ``(y, z)``. ``u`` runs along the width (columns, ``grid_sample``'s
   first grid coordinate), ``v`` along the height (rows).
@@ -32,9 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cameras import camera_rays, ray_box_interval, ray_depth_scale
+from .cameras import OBJECT_BOX, camera_rays, ray_box_interval, ray_depth_scale
 from .config import NUM_PLANES, SAR3DConfig, component_settings
-from .shapes import OBJECT_BOX
 
 # (u, v) world axes of each plane, in plane order (xy, xz, yz)
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))

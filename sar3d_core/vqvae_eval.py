@@ -257,7 +257,7 @@ def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, me
     Every render uses ``supersample x supersample`` rays per pixel (the data builder's 2 by
     default, so the model is scored like the targets were made). ``oracle``: the exact object
     through the same renderer and pixel sampling (``oracle_render``), for procedural objects.
-    ``featnet`` (a ``features.FeatureNet``): its category / colour accuracy on the novel views
+    ``featnet`` (a ``featnet.FeatureNet``): its category / colour accuracy on the novel views
     of the reconstructions and of the ground truth. ``num_samples``: samples per ray of every
     render, the oracle's included (default: the model's ``TriplaneSettings.num_samples``); the
     field is continuous (trained with stratified samples), so more samples only resolve thin
@@ -321,7 +321,7 @@ def colour_summary(true_N3: np.ndarray, pred_N3: np.ndarray) -> dict:
 def featnet_summary(featnet, pred_NCHW: torch.Tensor, true_NCHW: torch.Tensor, rows: list, data) -> dict:
     """Category and colour accuracy of ``featnet`` on the rendered and on the true views (same views)."""
     from .ar_eval import labels_of_record, test_records
-    from .features import attribute_accuracy
+    from .featnet import attribute_accuracy
 
     by_seed = {int(r["seed"]): r for r in test_records(data)}
     if not all(r["seed"] in by_seed for r in rows):
@@ -360,7 +360,7 @@ def format_summary(s: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    from .features import load_default as load_featnet
+    from .featnet import load_default as load_featnet
     from .vqvae import SAR3DVQVAE
     from .vqvae_train import DEFAULT_CHECKPOINT
 

@@ -65,12 +65,11 @@ from tqdm.auto import tqdm
 from .config import SAR3DConfig
 from .data import INPUT_VIEWS, TARGET_VIEWS, MultiViewDataset
 from .encoder import lift_to_planes
-from .render import sdf_normals, shade
-from .shapes import ProceduralObject
+from .render import shade
 from .training import TrainConfig, find_checkpoint, is_main_process, load_checkpoint, step_generator, train
 from .triplane import patch_index
 from .vqvae import SAR3DVQVAE
-from .world import make_object
+from .world import ProceduralObject, make_object, sdf_normals
 
 ObjectLookup = Callable[[int], ProceduralObject]  # seed -> the procedural object (its sdf, surface, colour)
 SUPERVISED_VIEWS = INPUT_VIEWS + TARGET_VIEWS  # every view of a chunk: the 6 inputs, then the 6 novel ones

@@ -9,14 +9,15 @@ from sar3d_core.ar_train import (CONDITION_VIEW, ARDataset, condition_images, en
                                  teacher_inputs, train_ar)
 from sar3d_core.cli import main
 from sar3d_core.conditioning import ConditionEncoder
-from sar3d_core.data import MultiViewDataset, build_dataset
-from sar3d_core.generate import Generator, find_vqvae
+from sar3d_core.data import MultiViewDataset
+from sar3d_core.generate import Pipeline, find_vqvae
 from sar3d_core.cameras import orbit_cameras
 from sar3d_core.tokens import load_tokens, tokenize_dataset, tokens_of
 from sar3d_core.training import TrainConfig
 from sar3d_core.transformer import SAR3DTransformer, TransformerSettings
 from sar3d_core.vqvae import SAR3DVQVAE
 from sar3d_core.vqvae_train import init_from, single_scale_config
+from sar3d_core.world import build_dataset
 from test_tokens import small_config
 
 SMALL_AR = TransformerSettings(depth=1, width=32, num_heads=2, cond_dropout=0.1)
@@ -98,7 +99,7 @@ def test_training_lowers_the_loss_and_exports_a_loadable_generator(setup, tmp_pa
     assert "acc_s1" in rows[-1] and summary["condition_encoder"] == setup["encoder"].text_name
     model, meta = load_generator(tmp_path / "gen")
     assert meta["condition"] == "text" and not meta["next_token"] and not model.training
-    gen = Generator(model, meta, setup["vqvae"], setup["encoder"])
+    gen = Pipeline(model, meta, setup["vqvae"], setup["encoder"])
     res = gen.generate(text=["a chair", "a red car"], cameras=orbit_cameras([0.0, 90.0], [20.0, 20.0]), seed=1)
     assert [t.shape for t in res.tokens] == [(2, 3, s, s) for s in (1, 2, 4)]
     assert res.views["rgb"].shape == (2, 2, 3, 32, 32)
@@ -114,12 +115,15 @@ def test_training_lowers_the_loss_and_exports_a_loadable_generator(setup, tmp_pa
 
 
 def test_generator_refuses_a_mismatched_vqvae_or_encoder(setup, tmp_path):
+    from sar3d_core.generate import Generator
+
+    assert Generator is Pipeline  # the other name of the class
     _train(setup, tmp_path, steps=1)
     model, meta = load_generator(tmp_path / "gen")
     with pytest.raises(ValueError, match="VQVAE does not match"):
-        Generator(model, meta, setup["single"], setup["encoder"])
+        Pipeline(model, meta, setup["single"], setup["encoder"])
     with pytest.raises(ValueError, match="trained on features of"):
-        Generator(model, {**meta, "condition_encoder": "another encoder"}, setup["vqvae"], setup["encoder"])
+        Pipeline(model, {**meta, "condition_encoder": "another encoder"}, setup["vqvae"], setup["encoder"])
     (tmp_path / "gen" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_generator(tmp_path / "gen")
@@ -134,7 +138,7 @@ def test_generator_knows_which_vqvae_made_its_tokens(setup, tmp_path):
     torch.manual_seed(5)
     other = SAR3DVQVAE(small_config()).eval()  # the same config, other weights: the config check passes
     with pytest.raises(ValueError, match="fingerprint"):
-        Generator(model, meta, other, setup["encoder"])
+        Pipeline(model, meta, other, setup["encoder"])
     # a token file names its writer: `train ar` without --vqvae reads with it, the generator finds it
     tokenize_dataset(setup["vqvae"], setup["data"], tmp_path / "named.npz", batch_size=6,
                      checkpoint=str(setup["root"] / "vqvae"))
@@ -143,7 +147,7 @@ def test_generator_knows_which_vqvae_made_its_tokens(setup, tmp_path):
                  "--export", str(tmp_path / "gen2")]) == 0
     meta2 = json.loads((tmp_path / "gen2" / "config.json").read_text())
     assert meta2["vqvae_checkpoint"] == str(setup["root"] / "vqvae")
-    gen = Generator.from_pretrained(tmp_path / "gen2", encoder=setup["encoder"])
+    gen = Pipeline.from_pretrained(tmp_path / "gen2", encoder=setup["encoder"])
     assert gen.vqvae.fingerprint() == setup["vqvae"].fingerprint()
     with pytest.raises(FileNotFoundError, match="--vqvae"):
         find_vqvae(str(tmp_path / "gone" / "vqvae_nowhere"))
@@ -152,7 +156,7 @@ def test_generator_knows_which_vqvae_made_its_tokens(setup, tmp_path):
 def test_image_condition_and_next_token_baseline(setup, tmp_path):
     _train(setup, tmp_path / "img", condition="image", steps=2)
     model, meta = load_generator(tmp_path / "img" / "gen")
-    gen = Generator(model, meta, setup["vqvae"], setup["encoder"])
+    gen = Pipeline(model, meta, setup["vqvae"], setup["encoder"])
     rgba = torch.rand(4, 50, 70)  # any size, with alpha
     tokens = gen.generate(image=rgba).tokens
     assert tokens[-1].shape == (1, 3, 4, 4)
@@ -162,7 +166,7 @@ def test_image_condition_and_next_token_baseline(setup, tmp_path):
     _train(setup, tmp_path / "nt", next_token=True, steps=2)
     model, meta = load_generator(tmp_path / "nt" / "gen")
     assert meta["next_token"] and model.seq_len == 48
-    gen = Generator(model, meta, setup["single"], setup["encoder"])
+    gen = Pipeline(model, meta, setup["single"], setup["encoder"])
     res = gen.generate(text="a lamp", seed=3)
     assert res.tokens[0].shape == (1, 3, 4, 4)
 
@@ -187,15 +191,15 @@ def test_cli_train_ar_and_generate_errors(setup, tmp_path, capsys):
 
 def test_evaluation_and_benchmark_name_what_they_measured(setup, tmp_path):
     from sar3d_core.ar_eval import evaluate_image, evaluate_text, reconstruction_reference
-    from sar3d_core.features import load_default
+    from sar3d_core.featnet import load_default
     from sar3d_core.generate import benchmark_sampling
 
     _train(setup, tmp_path / "t", steps=1)
     _train(setup, tmp_path / "i", condition="image", steps=1)
     _train(setup, tmp_path / "n", next_token=True, steps=1)
-    text = Generator(*load_generator(tmp_path / "t" / "gen"), setup["vqvae"], setup["encoder"])
-    image = Generator(*load_generator(tmp_path / "i" / "gen"), setup["vqvae"], setup["encoder"])
-    nt = Generator(*load_generator(tmp_path / "n" / "gen"), setup["single"], setup["encoder"])
+    text = Pipeline(*load_generator(tmp_path / "t" / "gen"), setup["vqvae"], setup["encoder"])
+    image = Pipeline(*load_generator(tmp_path / "i" / "gen"), setup["vqvae"], setup["encoder"])
+    nt = Pipeline(*load_generator(tmp_path / "n" / "gen"), setup["single"], setup["encoder"])
     r = evaluate_text(text, setup["data"], 4, cfg=2.0, progress=False)
     assert r["objects"] == 4 and 0 <= r["category_accuracy"] <= 1 and 0 <= r["colour_accuracy"] <= 1
     assert r["feature_network"] == load_default().config.name and "tiny" in r["condition_encoder"]

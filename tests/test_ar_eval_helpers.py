@@ -4,7 +4,7 @@ import torch
 
 from sar3d_core.ar_eval import (EVAL_AZIMUTHS, attribute_accuracy_of_views, ground_truth_renders, labels_of_record,
                                 sample_diversity)
-from sar3d_core.features import attribute_accuracy, load_default
+from sar3d_core.featnet import attribute_accuracy, load_default
 from sar3d_core.world import objects_in_split
 
 

@@ -18,7 +18,7 @@ def test_every_shipped_model_loads_with_its_class(name):
 
         assert isinstance(model, SAR3DVQVAE) and not model.training
     elif kind == "feature_net":
-        from sar3d_core.features import FeatureNet
+        from sar3d_core.featnet import FeatureNet
 
         assert isinstance(model, FeatureNet)
     else:

@@ -212,9 +212,9 @@ def trained_clip(tmp_path_factory):
 
 
 def test_clip_objective_masks_equal_prompts_and_agrees_with_clip_logits(monkeypatch):
-    from sar3d_core import features
+    from sar3d_core import featnet
 
-    monkeypatch.setattr(features, "augment", lambda x, g: x)  # the same pixels as the reference below
+    monkeypatch.setattr(featnet, "augment", lambda x, g: x)  # the same pixels as the reference below
     clip, data, tok = toy_clip(), captioned_toys(views=1), toy_tokenizer()
     prompts = ["a red chair", "a red chair", "a blue table"]  # objects 0 and 1 share their prompt
     data = conditioning.CaptionedRenders(data.images[[0, 1, 3]], [[p] for p in prompts], tok)
@@ -315,7 +315,7 @@ def shipped():
 def test_shipped_tiny_clip_retrieves_fresh_test_renders(shipped):
     from transformers import AutoTokenizer, CLIPModel
 
-    from sar3d_core.features import render_objects
+    from sar3d_core.featnet import render_objects
     from sar3d_core.world import objects_in_split
 
     threads = torch.get_num_threads()

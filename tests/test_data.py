@@ -16,9 +16,10 @@ from sar3d_core.cameras import (
     camera_rays, chunk_cameras, plucker_embedding, project_points, ray_depth_scale, unpack_camera, unproject_depth,
 )
 from sar3d_core.data import (
-    MultiViewDataset, build_dataset, load_views, read_chunk, read_gobjaverse, resize_views, write_chunk,
+    MultiViewDataset, load_views, read_chunk, read_gobjaverse, resize_views, write_chunk,
 )
 from sar3d_core.views import MultiView
+from sar3d_core.world import build_dataset
 
 RADIUS = 0.4
 
@@ -382,9 +383,9 @@ def fake_world(monkeypatch, fail_at=None):
             raise RuntimeError("renderer crashed")
         return sphere_views(c, size=height, s=1, caption=None)
 
-    monkeypatch.setattr("sar3d_core.world.objects_in_split", lambda split, count, start=0:
+    monkeypatch.setattr("sar3d_core.world.dataset.objects_in_split", lambda split, count, start=0:
                         [FakeObject(s) for s in range(start, start + count)])
-    monkeypatch.setattr("sar3d_core.render.render_sdf", render)
+    monkeypatch.setattr("sar3d_core.world.dataset.render_sdf", render)
     return calls
 
 

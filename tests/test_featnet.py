@@ -1,11 +1,11 @@
-"""The offline feature network (sar3d_core/features.py): checkpoints, the shipped classifier, features."""
+"""The offline feature network (sar3d_core/featnet.py): checkpoints, the shipped classifier, features."""
 import json
 
 import pytest
 import torch
 
-from sar3d_core import features, training
-from sar3d_core.features import FeatureNet, FeatureNetConfig
+from sar3d_core import featnet, training
+from sar3d_core.featnet import FeatureNet, FeatureNetConfig
 from sar3d_core.training import TrainConfig
 from sar3d_core.world import CATEGORIES, objects_in_split
 
@@ -28,7 +28,7 @@ def test_renders():
     torch.set_num_threads(1)  # the SDF renderer is bound by per-op overhead; one thread is fastest
     try:
         objects = objects_in_split("test", 24)
-        images = features.render_objects(objects, 2, seed=123, progress=False).float() / 255
+        images = featnet.render_objects(objects, 2, seed=123, progress=False).float() / 255
     finally:
         torch.set_num_threads(threads)
     labels = [{"category": o.category, **o.attributes} for o in objects for _ in range(2)]
@@ -37,7 +37,7 @@ def test_renders():
 
 @pytest.fixture(scope="module")
 def shipped():
-    return features.load_default()
+    return featnet.load_default()
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
@@ -74,39 +74,47 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="safetensors"):
         FeatureNet.from_pretrained(folder)
 
-    monkeypatch.setattr(features, "DEFAULT_CHECKPOINT", tmp_path / "absent")
-    with pytest.raises(FileNotFoundError, match="python -m sar3d_core.features"):
-        features.load_default()
+    monkeypatch.setattr(featnet, "DEFAULT_CHECKPOINT", tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="python -m sar3d_core.featnet"):
+        featnet.load_default()
 
+
+
+def test_features_is_another_name_for_featnet():
+    from sar3d_core import features
+
+    for name in ("FeatureNet", "FeatureNetConfig", "load_default", "attribute_accuracy", "render_objects",
+                 "train_feature_net", "main", "_labels_of"):
+        assert getattr(features, name) is getattr(featnet, name)
 
 def test_gaussian_blur_matches_torchvision():
     tvf = pytest.importorskip("torchvision.transforms.functional")
     x = torch.rand(3, 3, 20, 20)
     sigma = torch.tensor([0.5, 1.0, 1.2])
-    ours = features.gaussian_blur(x, sigma)
+    ours = featnet.gaussian_blur(x, sigma)
     for i, s in enumerate(sigma.tolist()):  # borders differ (replicate vs reflect padding): compare the inside
         ref = tvf.gaussian_blur(x[i:i + 1], kernel_size=7, sigma=s)
         torch.testing.assert_close(ours[i, :, 3:-3, 3:-3], ref[0, :, 3:-3, 3:-3], atol=1e-5, rtol=0)
-    torch.testing.assert_close(features.gaussian_blur(x, torch.zeros(3)), x)  # sigma 0: unchanged
+    torch.testing.assert_close(featnet.gaussian_blur(x, torch.zeros(3)), x)  # sigma 0: unchanged
 
 
 def test_labels_from_attributes_and_from_objects_agree():
     obj = objects_in_split("train", 1)[0]
-    heads = features.object_labels(obj)
-    assert heads == features._labels_of({"category": obj.category, **obj.attributes})
-    assert heads == features._labels_of(heads)
+    heads = featnet.object_labels(obj)
+    assert heads == featnet._labels_of({"category": obj.category, **obj.attributes})
+    assert heads == featnet._labels_of(heads)
     assert heads["category"] == obj.category and heads["colour"] == obj.attributes["colour"]
     assert "yaw_deg" not in heads and any(k.startswith(obj.category + ".") for k in heads)
-    assert features.label_of(None) == "none" and features.label_of(True) == "yes" and features.label_of(3) == "3"
+    assert featnet.label_of(None) == "none" and featnet.label_of(True) == "yes" and featnet.label_of(3) == "3"
 
 
 def test_shipped_network_recognises_held_out_renders(shipped, test_renders):
     images, labels = test_renders
-    acc = features.attribute_accuracy(shipped, images, labels)
+    acc = featnet.attribute_accuracy(shipped, images, labels)
     assert acc["category"] >= 0.8, acc  # measured: 1.0 (0.97 on 600 test renders, metrics.json)
     assert acc["colour"] >= 0.4, acc  # measured: 0.58 (0.72 on 600); chance is 1/12
     # a network with the same layout and random weights fails the same test (measured: 0.08 and 0.04)
-    random_acc = features.attribute_accuracy(_random_net(shipped.config), images, labels)
+    random_acc = featnet.attribute_accuracy(_random_net(shipped.config), images, labels)
     assert random_acc["category"] < 0.5 and random_acc["colour"] < 0.3
     # second way: predict() class names compared with the labels by hand
     predicted = shipped.predict(images)["category"]
@@ -145,7 +153,7 @@ def test_features_are_deterministic_and_separate_categories(shipped, test_render
         assert within < bound * between, (key, within, between)
 
 
-def toy_renders(n: int = 32) -> features.LabelledRenders:
+def toy_renders(n: int = 32) -> featnet.LabelledRenders:
     """Solid squares whose colour gives the category (4 classes); the lamp.shade head is unlabelled (-1)."""
     g = torch.Generator().manual_seed(0)
     rgb = torch.tensor([[1.0, 0.1, 0.1], [0.1, 0.1, 1.0], [0.1, 0.9, 0.1], [0.2, 0.2, 0.2]])
@@ -153,7 +161,7 @@ def toy_renders(n: int = 32) -> features.LabelledRenders:
     for i in range(n):
         images[i, :, 16:48, 16:48] = rgb[i % 4, :, None, None] + 0.05 * torch.randn(3, 32, 32, generator=g)
     labels = torch.tensor([[i % 4, -1] for i in range(n)])
-    return features.LabelledRenders((images.clamp(0, 1) * 255).round().to(torch.uint8), labels)
+    return featnet.LabelledRenders((images.clamp(0, 1) * 255).round().to(torch.uint8), labels)
 
 
 def toy_config(out_dir, **kw):
@@ -163,8 +171,8 @@ def toy_config(out_dir, **kw):
 
 def test_feature_net_trains_through_the_training_loop_and_resumes(tmp_path, monkeypatch):
     data = toy_renders()
-    net = features.new_feature_net(SMALL, seed=0)
-    rows = features.fit_feature_net(net, data, toy_config(tmp_path / "a"))
+    net = featnet.new_feature_net(SMALL, seed=0)
+    rows = featnet.fit_feature_net(net, data, toy_config(tmp_path / "a"))
     assert [r["step"] for r in rows] == list(range(1, 17)) and not net.training
     predicted = net.predict(data.images)["category"]  # a second way: class names against the labels
     # measured 1.0 (chance 0.25); the loss falls from 2.7 to 0.6
@@ -173,28 +181,28 @@ def test_feature_net_trains_through_the_training_loop_and_resumes(tmp_path, monk
     saved = json.loads((tmp_path / "a" / "checkpoint" / "config.json").read_text())
     assert saved["model_config"]["heads"] == SMALL.heads and (tmp_path / "a" / "loss.png").is_file()
 
-    forward = features.FeatureObjective.forward
+    forward = featnet.FeatureObjective.forward
 
     def killed_at_9(self, batch, step):
         if step == 9:
             raise KeyboardInterrupt
         return forward(self, batch, step)
 
-    monkeypatch.setattr(features.FeatureObjective, "forward", killed_at_9)
+    monkeypatch.setattr(featnet.FeatureObjective, "forward", killed_at_9)
     with pytest.raises(KeyboardInterrupt):
-        features.fit_feature_net(features.new_feature_net(SMALL, seed=0), data, toy_config(tmp_path / "b"))
-    monkeypatch.setattr(features.FeatureObjective, "forward", forward)
-    resumed = features.new_feature_net(SMALL, seed=0)  # fresh weights, then the step-6 checkpoint
-    assert features.fit_feature_net(resumed, data, toy_config(tmp_path / "b"), resume=True) == rows
+        featnet.fit_feature_net(featnet.new_feature_net(SMALL, seed=0), data, toy_config(tmp_path / "b"))
+    monkeypatch.setattr(featnet.FeatureObjective, "forward", forward)
+    resumed = featnet.new_feature_net(SMALL, seed=0)  # fresh weights, then the step-6 checkpoint
+    assert featnet.fit_feature_net(resumed, data, toy_config(tmp_path / "b"), resume=True) == rows
     expected = net.state_dict()  # weights and BatchNorm statistics
     assert all(torch.equal(v, expected[k]) for k, v in resumed.state_dict().items())
 
 
 def test_augment_is_a_function_of_its_generator():
     x = torch.rand(4, 3, 64, 64)
-    a, b = (features.augment(x, torch.Generator().manual_seed(1)) for _ in range(2))
+    a, b = (featnet.augment(x, torch.Generator().manual_seed(1)) for _ in range(2))
     assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
-    assert not torch.equal(a, features.augment(x, torch.Generator().manual_seed(2)))
+    assert not torch.equal(a, featnet.augment(x, torch.Generator().manual_seed(2)))
 
 
 def test_training_command_writes_a_loadable_network(tmp_path, monkeypatch):
@@ -202,7 +210,7 @@ def test_training_command_writes_a_loadable_network(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        net = features.train_feature_net(tmp_path / "net", num_objects=4, views_per_object=1, epochs=2, batch_size=2,
+        net = featnet.train_feature_net(tmp_path / "net", num_objects=4, views_per_object=1, epochs=2, batch_size=2,
                                          eval_count=2, config=SMALL, progress=False, run_dir=tmp_path / "run")
     finally:
         torch.set_num_threads(threads)

@@ -8,13 +8,14 @@ import torch
 import trimesh
 
 from sar3d_core.config import SAR3DConfig
-from sar3d_core.data import MultiViewDataset, build_dataset
+from sar3d_core.data import MultiViewDataset
 from sar3d_core.flexicubes import FlexiCubes
 from sar3d_core.flexicubes_train import (FlexiCubesObjective, FlexiCubesSettings, SAR3DFlexiCubes, _collate,
                                          grid_trilinear, ray_mesh_hits, train_flexicubes)
 from sar3d_core.meshing import extract_mesh
 from sar3d_core.training import TrainConfig
 from sar3d_core.vqvae import SAR3DVQVAE
+from sar3d_core.world import build_dataset
 
 RES = 10  # grid cells per side in these tests
 FAST = dict(resolution=RES, rays=48, silhouette_samples=6, sdf_points=64)

@@ -197,9 +197,9 @@ def test_edit_note_keeps_saying_what_is_shown(model):
 def test_the_shipped_text_generator_resamples_scales_k_to_K_in_the_app():
     """The hook connected to the shipped next-scale generator: scales 1..k-1 stay, k..K are drawn
     again for the prompt, and the app shows the result beside the original."""
-    from sar3d_core.generate import Generator
+    from sar3d_core.generate import Pipeline
 
-    gen = Generator.from_pretrained("data_samples/ar_text_tiny")
+    gen = Pipeline.from_pretrained("data_samples/ar_text_tiny")
     fn = gen.resample_fn("a red chair", cfg=4.0, top_k=10, top_p=0.5)
     app = TokenInspector(gen.vqvae, "proc:3", c_V25=default_cameras(1), size=16, resample_fn=fn, show_3d=False)
     K = len(app.insp.tokens)

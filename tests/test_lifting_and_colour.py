@@ -120,7 +120,7 @@ def test_readout_is_the_occupancy_weighted_mean_of_a_linear_head():
     readout = ColourReadout(model)
     assert readout.channels == 4
     mv = make_object(3)
-    from sar3d_core.render import render_sdf
+    from sar3d_core.world import render_sdf
 
     views = render_sdf(mv, chunk_cameras(3)[:6], 64, 64)
     x = views.encoder_input()[None]
@@ -150,7 +150,7 @@ def test_objective_has_the_readout_term_and_rays_favour_the_object():
         objective_preset("huge")
     obj = VQVAEObjective(SAR3DVQVAE(SAR3DConfig.tiny()), ObjectiveSettings(rays=16, patch=0, readout_weight=1.0,
                                                                          occupancy_weight=0.0))
-    from sar3d_core.render import render_sdf
+    from sar3d_core.world import render_sdf
 
     items = [render_sdf(make_object(s), chunk_cameras(s), 64, 64) for s in (3, 4)]
     batch = {"encoder_input": torch.stack([m.select(slice(0, 6)).encoder_input() for m in items]),
@@ -179,7 +179,7 @@ def test_the_oracle_reproduces_the_targets_through_the_models_renderer():
     """The exact object through the volume renderer and the targets' 2 x 2 pixel sampling comes
     close to the SDF renderer's targets: the ceiling the evaluation prints is high and real."""
     from sar3d_core.metrics import mask_iou, psnr
-    from sar3d_core.render import render_sdf
+    from sar3d_core.world import render_sdf
 
     obj = make_object(1)
     c = chunk_cameras(1)[:3]

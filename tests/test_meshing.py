@@ -159,7 +159,7 @@ def test_cli_decode_writes_a_flexicubes_mesh(tmp_path, capsys):
 @pytest.mark.parametrize("mesher", MESHERS)
 def test_cli_generate_meshes_the_decoded_planes_with_the_chosen_mesher(mesher, tmp_path, capsys, monkeypatch):
     """The command's wiring, with a stand-in generator (no transformer or CLIP to load): marching
-    cubes comes from ``Generator.generate``, FlexiCubes from ``extract_mesh`` on its planes, timed."""
+    cubes comes from ``Pipeline.generate``, FlexiCubes from ``extract_mesh`` on its planes, timed."""
     from types import SimpleNamespace
 
     from sar3d_core import cli, generate
@@ -176,12 +176,12 @@ def test_cli_generate_meshes_the_decoded_planes_with_the_chosen_mesher(mesher, t
             meshes = [extract_mesh(self.vqvae.field, PLANES, 24, kw["mesh_resolution"])] if kw["mesh"] else None
             return generate.Generation([], PLANES, None, meshes, {"sample": 0.01}, "stand-in")
 
-    monkeypatch.setattr(generate.Generator, "from_pretrained", classmethod(lambda cls, *a, **k: StandIn()))
+    monkeypatch.setattr(generate.Pipeline, "from_pretrained", classmethod(lambda cls, *a, **k: StandIn()))
     glb = tmp_path / "m.glb"
     assert cli.main(["generate", "--text", "a ball", "--out", str(glb), "--mesher", mesher,
                      "--mesh-resolution", "24"]) == 0
     assert calls["mesh"] == (mesher == "marching-cubes") and calls["mesh_resolution"] == 24
-    if mesher == "flexicubes":  # timed by the command (Generator.generate times its own marching cubes)
+    if mesher == "flexicubes":  # timed by the command (Pipeline.generate times its own marching cubes)
         assert "mesh" in capsys.readouterr().out.split("time:")[1]
     mesh = load_mesh(glb)
     assert mesh.is_watertight and abs(np.linalg.norm(mesh.vertices, axis=1) - 0.3).max() < 0.5 * 0.9 / 24

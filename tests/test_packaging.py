@@ -42,3 +42,9 @@ def test_cli_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "sar3d_core.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("render", "data", "tutorials"):
         assert command in out
+
+
+def test_pyproject_lists_every_package():
+    listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO_ROOT).parts) for p in (REPO_ROOT / "sar3d_core").rglob("__init__.py")}
+    assert listed == found, f"pyproject.toml's [tool.setuptools] packages {sorted(listed)}: the tree has {sorted(found)}"

@@ -7,8 +7,9 @@ from PIL import Image
 
 from sar3d_core.cameras import (camera_rays, chunk_cameras, orbit_cameras, project_points, ray_depth_scale,
                                 unproject_depth)
-from sar3d_core.render import (Y_UP_TO_Z_UP, Lighting, load_mesh, normalize_mesh, render_grid, render_mesh, render_sdf,
+from sar3d_core.render import (Y_UP_TO_Z_UP, Lighting, load_mesh, normalize_mesh, render_grid, render_mesh,
                                save_mesh)
+from sar3d_core.world import render_sdf
 
 FLAT = Lighting(ambient=1.0, directions=(), intensities=())  # rgb = albedo exactly
 

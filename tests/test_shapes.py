@@ -1,4 +1,4 @@
-"""Tests of the SDF geometry (sar3d_core.shapes): primitives and their surface samplers against
+"""Tests of the SDF geometry (sar3d_core.world.shapes): primitives and their surface samplers against
 brute force and closed forms, the objects' SDFs as Lipschitz-1 bounds of the distance, and the
 colour field against the objects' colours and patterns."""
 import math
@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sar3d_core import shapes
-from sar3d_core.shapes import Part, ProceduralObject
-from sar3d_core.world import COLOURS, make_object
+from sar3d_core.world import COLOURS, Part, ProceduralObject, make_object, shapes
 
 
 def _single(*parts):

@@ -20,8 +20,8 @@ from sar3d_core.ar_eval import (
     format_table1, kid_weighted, nearest_caption, caption_words, one_nna_resampled, polynomial_kernel, table1,
 )
 from sar3d_core.cli import main
-from sar3d_core.data import build_dataset
 from sar3d_core.metrics import coverage_mmd, fid_from_features, kid_from_features, one_nna
+from sar3d_core.world import build_dataset
 
 MISSING = "a generator that is not here"
 MISSING_FC = "a FlexiCubes fine-tune that is not here"

@@ -6,7 +6,7 @@ import torch
 
 from sar3d_core.cameras import camera_centres, camera_rays, orbit_cameras, ray_box_interval, ray_depth_scale, unpack_camera
 from sar3d_core.config import SAR3DConfig
-from sar3d_core.shapes import OBJECT_BOX
+from sar3d_core.cameras import OBJECT_BOX
 from sar3d_core.triplane import (
     TriplaneDecoder, TriplaneField, TriplaneSettings, camera_pixel_rays, patch_index, random_pixel_index,
     render_images, render_pixels, render_rays, render_views, sample_triplane, volume_render,

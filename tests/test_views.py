@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from sar3d_core.cameras import chunk_cameras, look_at, pack_camera, plucker_embedding
-from sar3d_core.render import render_sdf
 from sar3d_core.views import MultiView, multiview_consistency, point_cloud
+from sar3d_core.world import render_sdf
 
 
 class Ball:

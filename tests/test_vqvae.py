@@ -7,8 +7,8 @@ import torch
 from sar3d_core.cameras import chunk_cameras
 from sar3d_core.config import SAR3DConfig
 from sar3d_core.encoder import MultiViewEncoder, num_downsamplings
-from sar3d_core.render import render_sdf
 from sar3d_core.vqvae import SAR3DVQVAE, loss_weights
+from sar3d_core.world import render_sdf
 
 
 def small_config(**extra) -> SAR3DConfig:

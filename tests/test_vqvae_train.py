@@ -25,7 +25,7 @@ def small_config() -> SAR3DConfig:
 
 
 def batch_of(cfg, seeds=(3, 4)):
-    from sar3d_core.render import render_sdf
+    from sar3d_core.world import render_sdf
 
     items = []
     for s in seeds:
@@ -83,7 +83,7 @@ def test_occupancy_samples_are_exact_and_near_the_surface():
 
 def test_surface_colour_matches_the_renders_of_a_matte_object():
     from sar3d_core.cameras import camera_rays, ray_depth_scale
-    from sar3d_core.render import render_sdf
+    from sar3d_core.world import render_sdf
 
     obj = make_object(0)  # a matte car: the specular term is at most 0.05 x 0.92
     c = chunk_cameras()[[1, 7]]

@@ -3,7 +3,7 @@
 The procedural world (``world``) stands in for the paper's training data (Sec. 5.1). This
 module holds what its objects are made of and how they are measured: the SDF primitives
 and their surface samplers, ``Part`` (a placed primitive) and ``ProceduralObject`` (its
-SDF, colour field and surface samples); ``world`` decides which objects exist.
+SDF, colour field and surface samples); ``objects`` decides which objects exist.
 
 * Geometry: an object is a union of parts (boxes, spheres, ellipsoids, domes, cylinders,
   capped cones, tori, capsules), minus optional "carve" parts (the inside of a mug):
@@ -13,7 +13,8 @@ SDF, colour field and surface samples); ``world`` decides which objects exist.
   lower bound of the distance, ``|f(p)| <= dist(p, surface)``: sphere tracing never overshoots.
 * Placement (DESIGN.md §4): world up is +z; every object is scaled so its largest extent is
   ``EXTENT`` (0.84), centred in x and y, stands on ``FLOOR_Z`` (-0.42) and lies inside
-  ``[-OBJECT_BOX, OBJECT_BOX]^3``. A yaw of up to 30 degrees varies the pose; "front" is -y.
+  the object box ``[-0.45, 0.45]^3`` (``cameras.OBJECT_BOX``). A yaw of up to 30 degrees
+  varies the pose; "front" is -y.
 * Colour: ``color(p)`` is the colour of the nearest part, patterns are functions of the world
   position (stripes along z, 3D checkers, a 3D lattice of dots, a vertical gradient).
 * Surface samples: every primitive's surface is sampled analytically, in proportion to its
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-OBJECT_BOX = 0.45  # objects lie inside [-OBJECT_BOX, OBJECT_BOX]^3
 EXTENT = 0.84  # the largest side of every object's bounding box
 FLOOR_Z = -0.42  # every object stands on this plane
 # pattern sizes in world units: stripes (period, share of the second colour), checker cells,
