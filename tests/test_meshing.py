@@ -141,7 +141,7 @@ def test_cli_decode_writes_a_flexicubes_mesh(tmp_path, capsys):
     assert cli.main(["encode", "proc:3", "--out", str(tokens)]) == 0
     assert cli.main(["decode", str(tokens), "--mesh", str(glb), "--mesher", "flexicubes",
                      "--mesh-resolution", "24"]) == 0
-    assert "flexicubes on 24 cells per side" in capsys.readouterr().out
+    assert "flexicubes (decoder fine-tune flexicubes_tiny)" in capsys.readouterr().out  # made for the default VQVAE
     mesh = load_mesh(glb)  # GLB is stored +Y up and read back +Z up
     assert mesh.is_watertight and len(mesh.faces) > 100
     assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
@@ -158,8 +158,8 @@ def test_cli_decode_writes_a_flexicubes_mesh(tmp_path, capsys):
 
 @pytest.mark.parametrize("mesher", MESHERS)
 def test_cli_generate_meshes_the_decoded_planes_with_the_chosen_mesher(mesher, tmp_path, capsys, monkeypatch):
-    """The command's wiring, with a stand-in generator (no transformer or CLIP to load): marching
-    cubes comes from ``Pipeline.generate``, FlexiCubes from ``extract_mesh`` on its planes, timed."""
+    """The command's wiring, with a stand-in generator (no transformer or CLIP to load): the mesher,
+    its grid and the FlexiCubes folder go to ``Pipeline.generate``, which meshes and times it."""
     from types import SimpleNamespace
 
     from sar3d_core import cli, generate
@@ -173,15 +173,17 @@ def test_cli_generate_meshes_the_decoded_planes_with_the_chosen_mesher(mesher, t
 
         def generate(self, **kw):
             calls.update(kw)
-            meshes = [extract_mesh(self.vqvae.field, PLANES, 24, kw["mesh_resolution"])] if kw["mesh"] else None
-            return generate.Generation([], PLANES, None, meshes, {"sample": 0.01}, "stand-in")
+            meshes = [extract_mesh(self.vqvae.field, PLANES, 24, kw["mesh_resolution"], kw["mesher"])]
+            return generate.Generation([], PLANES, None, meshes, {"sample": 0.01, "mesh": 0.02}, "stand-in",
+                                       kw["mesher"])
 
     monkeypatch.setattr(generate.Pipeline, "from_pretrained", classmethod(lambda cls, *a, **k: StandIn()))
     glb = tmp_path / "m.glb"
     assert cli.main(["generate", "--text", "a ball", "--out", str(glb), "--mesher", mesher,
                      "--mesh-resolution", "24"]) == 0
-    assert calls["mesh"] == (mesher == "marching-cubes") and calls["mesh_resolution"] == 24
-    if mesher == "flexicubes":  # timed by the command (Pipeline.generate times its own marching cubes)
-        assert "mesh" in capsys.readouterr().out.split("time:")[1]
+    assert calls["mesh"] and calls["mesher"] == mesher and calls["mesh_resolution"] == 24
+    assert calls["flexicubes"] is None  # the default: the fine-tune made for the generator's VQVAE, if any
+    out = capsys.readouterr().out
+    assert f"({mesher})" in out and "mesh" in out.split("time:")[1]
     mesh = load_mesh(glb)
     assert mesh.is_watertight and abs(np.linalg.norm(mesh.vertices, axis=1) - 0.3).max() < 0.5 * 0.9 / 24
