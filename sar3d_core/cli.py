@@ -524,6 +524,16 @@ def _cmd_generate(args) -> None:
     print("time: " + res.timing_line())
 
 
+def _cmd_bench_metrics(args) -> None:
+    import torch
+
+    from .metrics import benchmark_point_cloud_metrics
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    benchmark_point_cloud_metrics(args.num, args.points)
+
+
 def _cmd_bench_sampling(args) -> None:
     import torch
 
@@ -987,6 +997,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
     b.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     b.set_defaults(func=_cmd_bench_sampling)
+    b = bench_sub.add_parser("metrics", help="the cost of the point-cloud metrics (CD-based COV/MMD/1-NNA, one EMD pair)")
+    b.add_argument("--num", type=_int_at_least(2), default=200, help="clouds per set (default 200)")
+    b.add_argument("--points", type=_int_at_least(1), default=2048, help="points per cloud (default 2048)")
+    b.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    b.set_defaults(func=_cmd_bench_metrics)
     return parser
 
 

@@ -620,11 +620,9 @@ def benchmark_point_cloud_metrics(num: int = 200, points: int = 2048, emd_points
     return report
 
 
-if __name__ == "__main__":
-    import argparse
+if __name__ == "__main__":  # the same as `sar3d bench metrics`
+    import sys
 
-    p = argparse.ArgumentParser(description="benchmark the point-cloud metrics")
-    p.add_argument("--num", type=int, default=200)
-    p.add_argument("--points", type=int, default=2048)
-    args = p.parse_args()
-    benchmark_point_cloud_metrics(args.num, args.points)
+    from .cli import main
+
+    sys.exit(main(["bench", "metrics", *sys.argv[1:]]))

@@ -180,6 +180,7 @@ ROWS = [
     # --- bench sampling
     (["bench"], "required"),
     (["bench", "sampling", "--repeats", "0", "--json", "{out}.json"], "--repeats: 0 must be at least 1"),
+    (["bench", "metrics", "--num", "1"], "--num: 1 must be at least 2"),
     (["bench", "sampling", "--cfg", "nan", "--json", "{out}.json"], "--cfg: nan must be a finite number >= 0"),
     (["bench", "sampling", "--prompt", "", "--json", "{out}.json"], "--prompt: the prompt is empty"),
     (["bench", "sampling", "--threads", "-2", "--json", "{out}.json"], "--threads: -2 must be at least 1"),

@@ -66,3 +66,12 @@ def test_render_up_flag_turns_a_y_up_mesh_upright(tmp_path, capsys):
         grids[name, up] = np.asarray(Image.open(out)).astype(int)
     assert np.abs(grids["y_up", "y"] - grids["z_up", "z"]).max() <= 1
     assert np.abs(grids["y_up", "z"] - grids["z_up", "z"]).max() > 100  # lying on its side without the flag
+
+
+def test_bench_metrics_is_the_metrics_modules_benchmark(capsys):
+    """``sar3d bench metrics`` (also ``python -m sar3d_core.metrics``) times the CD metrics on random clouds."""
+    from sar3d_core.cli import main
+
+    assert main(["bench", "metrics", "--num", "3", "--points", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "3 x 3 clouds of 16 points" in out and "15 pairs" in out  # 3 x 3 gen-ref + 2 x 3 within the sets
