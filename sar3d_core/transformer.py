@@ -244,6 +244,24 @@ class SAR3DTransformer(nn.Module):
         scales = (cfg.latent_size,) if next_token else cfg.scales
         return cls(scales, cfg.codebook_size, cfg.latent_channels, cond_dim, cond_token_dim, settings, next_token)
 
+    def save_pretrained(self, folder, vqvae_cfg: SAR3DConfig, condition: str, encoder_name: str,
+                        extra: dict | None = None):
+        """``model.safetensors`` + ``config.json`` in ``folder``, with what a reader needs to check it
+        belongs to a VQVAE and a condition encoder (``ar_train.save_generator``)."""
+        from .ar_train import save_generator
+
+        return save_generator(folder, self, vqvae_cfg, condition, encoder_name, extra)
+
+    @classmethod
+    def from_pretrained(cls, folder) -> "SAR3DTransformer":
+        """The transformer of a ``save_pretrained`` folder, in eval mode, its ``config.json`` as ``.meta``
+        (``ar_train.load_generator``; ``generate.Pipeline.from_pretrained`` adds its VQVAE and encoder)."""
+        from .ar_train import load_generator
+
+        model, meta = load_generator(folder)
+        model.meta = meta
+        return model
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """VAR's ``init_weights``: trunc-normal ``std = sqrt(1 / 3W)``, head x 0.02, output
