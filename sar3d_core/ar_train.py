@@ -11,7 +11,7 @@ over all ``L`` tokens, with 10% of the conditions dropped to the learned null co
   input views of ``cameras.CHUNK_LAYOUT``; view 0 looks straight down and shows little of most
   objects), drawn anew each step as the paper's random view (``TRAIN_CONDITION_VIEWS``); at
   test time view 1 (azimuth 60, elevation 7 degrees), recorded in the checkpoint as
-  ``condition_view``. The novel views 6-11 are kept for the PSNR target (``ar_eval``).
+  ``condition_view``. The novel views 6-11 are kept to score novel-view PSNR (``ar_eval``).
 * **Text** (text model): each object's caption or one of the world's shorter forms of it
   ("a red chair", ``world.prompt_forms``), drawn anew each step (``text_prompts``).
 * **Next-token baseline** (``next_token=True``): the same trainer over the tokens of the
