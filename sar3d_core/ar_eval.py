@@ -735,7 +735,8 @@ def table1(data, limit: int = 100, *, rows=None, featnet=None, bootstrap: int = 
                                    if emd_subsample else "not computed"),
                            "sampling": {"cfg": 4.0, "cfg_schedule": "linear", "top_k": 10, "top_p": 0.5,
                                         **ctx["sampling"]},
-                           "latency": f"seconds per object, batch 1, condition to marching-cubes mesh, "
+                           "latency": f"seconds per object, batch 1, condition to mesh (marching cubes at 48^3; "
+                                      f"the FlexiCubes row: its fine-tune's mesh at its training grid), "
                                       f"{torch.get_num_threads()} torch thread(s) on this CPU",
                            "seconds": round(time.perf_counter() - started, 1)},
               "paper": PAPER_TABLE1}
