@@ -133,6 +133,18 @@ def _check_flexicubes_option(args) -> None:
     read_meta(Path(args.flexicubes) / CONFIG_NAME, FORMAT)
 
 
+def _run_options(t, out: str, ckpt_every: int, export_help: str,
+                 out_help: str = "run folder (checkpoints, log.jsonl, loss.png)",
+                 resume_help: str = "continue from the run folder's checkpoint") -> None:
+    """The run-folder options every ``sar3d train`` subcommand on ``training.train`` shares."""
+    t.add_argument("--out", default=out, help=out_help)
+    t.add_argument("--ckpt-every", type=_int_at_least(1), default=ckpt_every)
+    t.add_argument("--resume", action="store_true", help=resume_help)
+    t.add_argument("--export", default=None, help=export_help)
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+
+
 def _check_mesh_out(path, option: str = "--mesh") -> Path:
     out = Path(path)
     if out.suffix.lower() not in MESH_OUT_SUFFIXES:
@@ -870,12 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--captions-only", action="store_true",
                    help="text models: train on the one caption per object, not on the world's short prompts too")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="runs/ar_text_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
-    t.add_argument("--ckpt-every", type=_int_at_least(1), default=500)
-    t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    t.add_argument("--export", default=None, help="write the trained generator here")
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    _run_options(t, "runs/ar_text_tiny", 500, "write the trained generator here")
     t.set_defaults(func=_cmd_train_ar)
 
     t = train_sub.add_parser("captioner", help="SAR3D-LLM: LLaMA + projector on truncated token scales (Sec. 4.3)",
@@ -906,12 +913,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add a learned vector per 3D token position to the projected tokens (not in the paper)")
     t.add_argument("--batch-size", type=_int_at_least(1), default=16, help="captions per step and process")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="runs/captioner_tiny", help="run folder (stage0/, stage1/, stage2/)")
-    t.add_argument("--ckpt-every", type=_int_at_least(1), default=200)
-    t.add_argument("--resume", action="store_true", help="continue every stage from its checkpoint")
-    t.add_argument("--export", default=None, help="write the trained captioner here")
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    _run_options(t, "runs/captioner_tiny", 200, "write the trained captioner here",
+                 out_help="run folder (stage0/, stage1/, stage2/)", resume_help="continue every stage from its checkpoint")
     t.set_defaults(func=_cmd_train_captioner)
 
     t = train_sub.add_parser("flexicubes", help="FlexiCubes heads and the decoder-only fine-tune (Sec. 4.1, Eq. 9)",
@@ -933,12 +936,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reg-weight", type=_float_in(0), default=None,
                    help="lambda_reg of Eq. 9, on L_dev plus the sign and weight regularisers (default 0.5)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="runs/flexicubes_tiny", help="run folder (checkpoints, log.jsonl, loss.png)")
-    t.add_argument("--ckpt-every", type=_int_at_least(1), default=100)
-    t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    t.add_argument("--export", default=None, help="write the fine-tuned model here (with training.json)")
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    t.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    _run_options(t, "runs/flexicubes_tiny", 100, "write the fine-tuned model here (with training.json)")
     t.set_defaults(func=_cmd_train_flexicubes)
 
     p = sub.add_parser("generate", help="text- or image-to-3D with a trained generator (Sec. 4.2)")
