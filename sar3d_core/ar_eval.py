@@ -120,14 +120,13 @@ def generate_for_captions(gen, captions, *, batch_size: int = 25, seed: int = 0,
 def evaluate_text(gen, data, limit: int = 100, *, featnet=None, seed: int = 0, points: bool = True,
                   progress: bool = True, **sampling) -> dict:
     """Attribute accuracy, FID and COV/MMD-CD of a text-conditioned generator over ``limit`` test captions."""
-    from .featnet import attribute_accuracy, load_default
+    from .featnet import load_default
 
     featnet = featnet or load_default()
     records = test_records(data, limit)
     out = generate_for_captions(gen, [r["caption"] for r in records], seed=seed, progress=progress, **sampling)
     images = out["views"].flatten(0, 1)  # (N * 2, 3, H, W), object-major
-    labels = [labels_of_record(r) for r in records for _ in EVAL_AZIMUTHS]
-    acc = attribute_accuracy(featnet, images, labels)
+    acc = attribute_accuracy_of_views(featnet, out["views"], records)
     heldout = heldout_accuracy(images, records, featnet)
     ref_images = ground_truth_renders(records, images.shape[-1])
     fid = fid_from_features(featnet.features(images), featnet.features(ref_images),
