@@ -27,6 +27,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--rounds", type=int, default=2, help="short prompts: 15 per round")
     p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0, help="first sampling seed (object i draws with seed + i)")
     p.add_argument("--no-points", action="store_true", help="skip COV/MMD (mesh extraction)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
@@ -34,11 +35,12 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     gen, featnet = Pipeline.from_pretrained(a.checkpoint), load_default()
-    out = {"checkpoint": a.checkpoint, "cfg": a.cfg,
-           "short_prompts": evaluate_short_prompts(gen, a.rounds, featnet=featnet, cfg=a.cfg, progress=False)}
+    out = {"checkpoint": a.checkpoint, "cfg": a.cfg, "seed": a.seed,
+           "short_prompts": evaluate_short_prompts(gen, a.rounds, featnet=featnet, seed=a.seed, cfg=a.cfg,
+                                                   progress=False)}
     print("short prompts", json.dumps(out["short_prompts"]))
     if a.limit:
-        r = evaluate_text(gen, a.data, a.limit, featnet=featnet, points=not a.no_points, cfg=a.cfg, progress=False)
+        r = evaluate_text(gen, a.data, a.limit, featnet=featnet, seed=a.seed, points=not a.no_points, cfg=a.cfg, progress=False)
         out["test_captions"] = {k: v for k, v in r.items() if k != "protocol"}
         print("test captions", json.dumps(out["test_captions"], default=str))
     out["seconds"] = round(time.perf_counter() - t0, 1)
