@@ -40,7 +40,8 @@ def main(argv=None):
                                                    progress=False)}
     print("short prompts", json.dumps(out["short_prompts"]))
     if a.limit:
-        r = evaluate_text(gen, a.data, a.limit, featnet=featnet, seed=a.seed, points=not a.no_points, cfg=a.cfg, progress=False)
+        r = evaluate_text(gen, a.data, a.limit, featnet=featnet, seed=a.seed, points=not a.no_points, cfg=a.cfg,
+                          progress=False)
         out["test_captions"] = {k: v for k, v in r.items() if k != "protocol"}
         print("test captions", json.dumps(out["test_captions"], default=str))
     out["seconds"] = round(time.perf_counter() - t0, 1)
