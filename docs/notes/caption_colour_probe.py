@@ -32,7 +32,7 @@ def features(path, keep):
     return x, y
 
 
-for keep in (1, 2, 3, 4, 6):
+for keep in (2, 3, 4, 6):
     xtr, ytr = features(f"{home}/train_tokens_lift_10k.npz", keep)
     xte, yte = features(f"{home}/test_tokens_lift.npz", keep)
     net = torch.nn.Sequential(torch.nn.Linear(xtr.shape[1], 256), torch.nn.GELU(), torch.nn.Dropout(0.2),
