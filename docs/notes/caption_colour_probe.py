@@ -27,14 +27,17 @@ def features(path, keep):
     seq = torch.as_tensor(np.asarray(loaded["sequence"]))
     ids = model.truncate(seq, keep=keep)
     x = model.code_vectors(ids).flatten(1).detach()
-    y = torch.tensor([colour_id[caption_eval.true_attributes(int(s), r)["colour"]]
-                      for s, r in zip(loaded["seed"], loaded["caption"])])
-    return x, y
+    return x, colour_labels(loaded)
 
 
-for keep in (2, 3, 4, 6):
-    xtr, ytr = features(f"{home}/train_tokens_lift_10k.npz", keep)
-    xte, yte = features(f"{home}/test_tokens_lift.npz", keep)
+def colour_labels(loaded) -> torch.Tensor:
+    """The main colour of each object of a loaded token file, as an index into ``COLOURS``."""
+    return torch.tensor([colour_id[caption_eval.true_attributes(int(s), r)["colour"]]
+                         for s, r in zip(loaded["seed"], loaded["caption"])])
+
+
+def probe(xtr, ytr, xte, yte) -> tuple[float, float]:
+    """Train the MLP probe on ``(xtr, ytr)``; its accuracy on the first 1000 training rows and on the test rows."""
     net = torch.nn.Sequential(torch.nn.Linear(xtr.shape[1], 256), torch.nn.GELU(), torch.nn.Dropout(0.2),
                               torch.nn.Linear(256, len(COLOURS)))
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.05)
@@ -48,4 +51,13 @@ for keep in (2, 3, 4, 6):
     with torch.no_grad():
         tr = (net(xtr[:1000]).argmax(1) == ytr[:1000]).float().mean().item()
         te = (net(xte).argmax(1) == yte).float().mean().item()
-    print(f"keep {keep} ({xtr.shape[1] // 8} tokens): probe colour accuracy train {100 * tr:.1f}%, test {100 * te:.1f}%")
+    return tr, te
+
+
+if __name__ == "__main__":
+    for keep in (2, 3, 4, 6):
+        xtr, ytr = features(f"{home}/train_tokens_lift_10k.npz", keep)
+        xte, yte = features(f"{home}/test_tokens_lift.npz", keep)
+        tr, te = probe(xtr, ytr, xte, yte)
+        print(f"keep {keep} ({xtr.shape[1] // 8} tokens): probe colour accuracy train {100 * tr:.1f}%, "
+              f"test {100 * te:.1f}%")
