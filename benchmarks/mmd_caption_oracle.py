@@ -22,12 +22,13 @@ def words(caption: str) -> set:
     return set(caption.lower().replace(",", " ").replace(".", " ").split())
 
 
-def matches(record, train, k: int) -> tuple[list, int]:
-    """The k training records that fit ``record``'s caption best, and how many share its caption exactly."""
-    same = [r for r in train if r["category"] == record["category"]]
+def matches(record, train, train_words, k: int) -> tuple[list, int]:
+    """The k training records that fit ``record``'s caption best, and how many share its caption exactly
+    (``train_words[i]``: the words of ``train[i]``'s caption)."""
+    same = [i for i, r in enumerate(train) if r["category"] == record["category"]]
     target = words(record["caption"])
-    ranked = sorted(same, key=lambda r: (r["caption"] != record["caption"], -len(words(r["caption"]) & target)))
-    return ranked[:k], sum(r["caption"] == record["caption"] for r in same)
+    ranked = sorted(same, key=lambda i: (train[i]["caption"] != record["caption"], -len(train_words[i] & target)))
+    return [train[i] for i in ranked[:k]], sum(train[i]["caption"] == record["caption"] for i in same)
 
 
 def main(argv=None):
@@ -42,7 +43,8 @@ def main(argv=None):
     test = test_records(Path(a.data).expanduser(), a.limit)
     train = test_records(Path(a.train).expanduser())
     ref = exact_points(test)
-    picked = [matches(r, train, a.draws) for r in test]
+    train_words = [words(r["caption"]) for r in train]  # once, not per test caption
+    picked = [matches(r, train, train_words, a.draws) for r in test]
     out = {"data": a.data, "train": a.train, "objects": len(test), "training_objects": len(train),
            "same_caption_in_training": sum(n > 0 for _, n in picked),
            "same_category_and_colour": [sum(m[d]["attributes"].get("colour") == r["attributes"].get("colour")
