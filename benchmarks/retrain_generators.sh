@@ -10,7 +10,8 @@
 # The "10k" steps use a training set of 10,000 objects (the 2,400 plus 7,600 more of the same split:
 # `sar3d data build --count 10000 --split train --out ~/.cache/sar3d/proc_train_10k`, resumable):
 #   tokens10k, captioner10k (stage 2 twice as long), text10k (the text model on the 10k tokens),
-#   image10k (the image model on them, 3000 steps), image10k_long (the same for 5500 steps).
+#   image10k (the image model on them, 3000 steps), image10k_long (the same for 5500 steps),
+#   text10k_long (the text model on them for 6500 steps instead of 3500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -63,6 +64,9 @@ for s in "${steps[@]}"; do
     image10k_long) run image10k_long "${TRAIN[@]}" ar --cond image --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 \
                      --width 128 --batch-size 8 --lr 1e-3 --threads 1 --steps 5500 --out runs/ar_image_10k_5500 \
                      --export runs/ar_image_10k_5500_export ;;
+    text10k_long) run text10k_long "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 \
+                    --width 128 --batch-size 8 --lr 1e-3 --threads 1 --steps 6500 --out runs/ar_text_10k_6500 \
+                    --export runs/ar_text_10k_6500_export ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done
