@@ -31,6 +31,11 @@ with ``llm=PATH`` any LLaMA-family checkpoint on disk (Vicuna-7B in the paper), 
 ``local_files_only=True``, its embeddings resized for the three special tokens.
 Captioning runs ``generate()`` (greedy or sampled, with its KV cache) on ``inputs_embeds``.
 
+``StageSettings.colour_weight`` (1 by default: the official uniform loss) weighs the colour words of
+the answer that much more in the loss of stages 1 and 2, our addition: the tiny LLM learns the
+category of the tokens long before their colour, and the colour words are two or three of an
+answer's twenty-odd tokens.
+
 ``CaptionerSettings.position_embedding`` (off by default, as the official code) adds a learned
 vector per 3D token position (scale, plane, cell) to the projected tokens: the category is a
 position-specific function of the codes (a linear probe on the 90 tiny-preset tokens reads it
@@ -96,6 +101,7 @@ class StageSettings:
     steps: tuple = (300, 300, 1200)
     lr: tuple = (2e-3, 2e-3, 1e-3)
     warmup: float = 0.03
+    colour_weight: float = 1.0  # loss weight of the colour words in stages 1 and 2 (1: the official uniform loss)
 
     @classmethod
     def paper(cls) -> "StageSettings":
@@ -236,6 +242,13 @@ class SAR3DCaptioner(nn.Module):
         prompt, answer = self.prompt_ids(n), self.words(" " + caption.strip()) + [self.eos_id]
         labels = (prompt if n is None else [-100] * len(prompt)) + answer
         return prompt + answer, labels
+
+    def colour_word_ids(self) -> torch.Tensor:
+        """Vocabulary ids of the world's colour words (``world.COLOURS``) that the tokenizer knows."""
+        from .world import COLOURS
+
+        ids = {i for c in COLOURS for i in self.words(" " + c)}
+        return torch.tensor(sorted(ids - {self.tokenizer.unk_token_id}), dtype=torch.long)
 
     def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """``(...)`` token ids -> ``(..., C)`` l2-normalised code vectors (the VQVAE's ``lookup``)."""
@@ -464,17 +477,33 @@ class CaptionDataset(torch.utils.data.Dataset):
 
 
 class CaptionObjective(nn.Module):
-    """The answer-only LM loss of a batch (what ``training.train`` minimises) and the answer-token accuracy."""
+    """The answer-only LM loss of a batch (what ``training.train`` minimises) and the answer-token accuracy.
+    With ``colour_weight != 1`` the loss is the weighted mean of the answer tokens' cross-entropy, the
+    colour words weighing ``colour_weight`` and every other token 1 (``StageSettings.colour_weight``)."""
 
-    def __init__(self, captioner: SAR3DCaptioner):
+    def __init__(self, captioner: SAR3DCaptioner, colour_weight: float = 1.0):
         super().__init__()
-        self.captioner = captioner
+        if not colour_weight > 0:
+            raise ValueError(f"colour_weight {colour_weight}: must be positive (1 is the plain loss)")
+        self.captioner, self.colour_weight = captioner, float(colour_weight)
+        self.register_buffer("colour_ids", captioner.colour_word_ids(), persistent=False)
 
     def forward(self, batch: dict, step: int) -> dict:
-        out = self.captioner(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["codes"])
+        plain = self.colour_weight == 1.0
+        out = self.captioner(batch["input_ids"], batch["attention_mask"], batch["labels"] if plain else None,
+                             batch["codes"])
         target = batch["labels"][:, 1:]
-        hit = (out.logits[:, :-1].argmax(-1) == target)[target != -100]
-        return {"loss": out.loss, "accuracy": hit.float().mean() * 100}
+        answer = target != -100
+        logits = out.logits[:, :-1]
+        hit = (logits.argmax(-1) == target)[answer]
+        scalars = {"accuracy": hit.float().mean() * 100}
+        if plain:
+            return {"loss": out.loss, **scalars}
+        ce = F.cross_entropy(logits[answer].float(), target[answer], reduction="none")
+        colour = torch.isin(target[answer], self.colour_ids)
+        weight = torch.where(colour, self.colour_weight, 1.0)
+        scalars["colour_accuracy"] = hit[colour].float().mean() * 100 if colour.any() else torch.tensor(0.0)
+        return {"loss": (weight * ce).sum() / weight.sum(), **scalars}
 
 
 def cosine_lr(step: int, steps: int, peak: float, warmup: float) -> float:
@@ -523,13 +552,14 @@ def stage(captioner: SAR3DCaptioner, which: int, steps: int, peak_lr: float, war
 
 
 def train_stage(captioner: SAR3DCaptioner, dataset: CaptionDataset, which: int, train_cfg, warmup: float = 0.03,
-                resume: bool = False) -> list[dict]:
-    """One stage (0, 1 or 2) through ``training.train`` with ``train_cfg`` (its ``lr`` is the peak)."""
+                resume: bool = False, colour_weight: float = 1.0) -> list[dict]:
+    """One stage (0, 1 or 2) through ``training.train`` with ``train_cfg`` (its ``lr`` is the peak);
+    ``colour_weight``: the colour words' loss weight (``CaptionObjective``)."""
     from .training import train
 
     if which not in (0, 1, 2):
         raise ValueError(f"stage {which}: the stages are 0 (LM), 1 (projector) and 2 (all)")
-    objective = CaptionObjective(captioner)
+    objective = CaptionObjective(captioner, colour_weight)
     with stage(captioner, which, train_cfg.steps, train_cfg.lr, warmup) as on_step:
         def loss_fn(net, batch, step):
             on_step(step)
@@ -589,13 +619,15 @@ def train_captioner(tokens_path, vqvae, train_cfg, data=None, settings: Captione
             dataset = CaptionDataset(captioner, codes, captions, text_only=which == 0)
             cfg = dataclasses.replace(train_cfg, steps=int(stages.steps[which]), lr=float(stages.lr[which]),
                                       out_dir=str(Path(train_cfg.out_dir) / f"stage{which}"))
-            rows[which] = train_stage(captioner, dataset, which, cfg, stages.warmup, resume)
+            rows[which] = train_stage(captioner, dataset, which, cfg, stages.warmup, resume,
+                                      stages.colour_weight if which else 1.0)
             seconds[which] = round(time.perf_counter() - t, 1)
     finally:
         if started_group:
             torch.distributed.destroy_process_group()
     summary = {"tokens": str(tokens_path), "objects": len(captions), "keep": captioner.keep,
                "stage_steps": list(stages.steps), "stage_lr": list(stages.lr), "stage_seconds": seconds,
+               "colour_word_weight": stages.colour_weight,
                "seconds": round(time.perf_counter() - t0, 1), "parameters": captioner.num_parameters(),
                "final": {w: r[-1] for w, r in rows.items() if r}}
     if is_main_process():

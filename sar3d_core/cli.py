@@ -632,7 +632,8 @@ def _cmd_train_captioner(args) -> None:
     vqvae, checkpoint = _load_vqvae(vqvae_folder)
     base = StageSettings.paper() if args.preset == "paper" else StageSettings()
     steps = tuple(args.steps) if args.steps else ((0,) + base.steps[1:] if args.llm else base.steps)
-    stages = StageSettings(steps=steps, lr=tuple(args.lr) if args.lr else base.lr, warmup=base.warmup)
+    stages = StageSettings(steps=steps, lr=tuple(args.lr) if args.lr else base.lr, warmup=base.warmup,
+                           colour_weight=args.colour_word_weight)
     settings = CaptionerSettings(width=args.width, layers=args.layers, heads=args.heads,
                                  intermediate=args.intermediate or int(8 * args.width / 3) // 8 * 8, keep=args.keep,
                                  position_embedding=args.position_embedding)
@@ -911,6 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny LLaMA SwiGLU size (default 8/3 of the width)")
     t.add_argument("--position-embedding", action="store_true",
                    help="add a learned vector per 3D token position to the projected tokens (not in the paper)")
+    t.add_argument("--colour-word-weight", type=_float_in(0, low_open=True), default=1.0,
+                   help="loss weight of the colour words in stages 1 and 2 (default 1: the official uniform loss; "
+                        "not in the paper)")
     t.add_argument("--batch-size", type=_int_at_least(1), default=16, help="captions per step and process")
     t.add_argument("--seed", type=int, default=0)
     _run_options(t, "runs/captioner_tiny", 200, "write the trained captioner here",

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from sar3d_core import cli
 from sar3d_core.caption_eval import evaluate_captioner, parse_caption, score_captions
 from sar3d_core.captioner import (POINT_END, POINT_PATCH, POINT_START, CaptionDataset, CaptionerSettings,
-                                  SAR3DCaptioner, _tidy, cosine_lr, input_sequences, train_stage)
+                                  CaptionObjective, SAR3DCaptioner, _tidy, cosine_lr, input_sequences, train_stage)
 from sar3d_core.config import SAR3DConfig, tokens_per_scale, total_tokens
 from sar3d_core.quantizer import sequence_to_tokens, tokens_to_sequence
 from sar3d_core.tokens import save_tokens
@@ -123,6 +123,33 @@ def test_labels_cover_only_the_answer_and_the_3d_tokens_sit_between_the_special_
     logits, target = out.logits[:, :-1], ds.labels[:, 1:]
     keep = target != -100
     torch.testing.assert_close(out.loss, F.cross_entropy(logits[keep], target[keep]))
+
+
+def test_the_colour_weighted_loss_is_the_weighted_mean_of_the_answer_tokens(vqvae):
+    captions = ["a 3D model of a red chair, with four legs", "a blue and white mug", "a matte sedan"]
+    cap = SAR3DCaptioner.from_vqvae(vqvae, captions, TINY)
+    colour_ids = set(cap.colour_word_ids().tolist())
+    assert colour_ids == {cap.words(" " + c)[0] for c in COLOURS} and len(colour_ids) == len(COLOURS)
+    ds = CaptionDataset(cap, cap.truncate(_sequences(vqvae.cfg, 3)), captions)
+    batch = {"input_ids": ds.input_ids, "labels": ds.labels, "attention_mask": ds.attention_mask, "codes": ds.codes}
+    plain = CaptionObjective(cap)(batch, 1)["loss"]
+    torch.testing.assert_close(CaptionObjective(cap, 1.0)(batch, 1)["loss"], plain)
+    # by hand: per-token cross-entropy of the answers, "red", "blue" and "white" weighing 3, the rest 1
+    logits = cap(ds.input_ids, ds.attention_mask, codes=ds.codes).logits[:, :-1]
+    target = ds.labels[:, 1:]
+    ce, weights = [], []
+    for b in range(3):
+        for t in range(target.shape[1]):
+            if target[b, t] != -100:
+                ce.append(F.cross_entropy(logits[b, t], target[b, t]))
+                weights.append(3.0 if cap.tokenizer.convert_ids_to_tokens(int(target[b, t])) in COLOURS else 1.0)
+    assert sum(w == 3.0 for w in weights) == 3
+    expected = sum(w * c for w, c in zip(weights, ce)) / sum(weights)
+    out = CaptionObjective(cap, 3.0)(batch, 1)
+    torch.testing.assert_close(out["loss"], expected)
+    assert not torch.allclose(out["loss"], plain) and 0 <= float(out["colour_accuracy"]) <= 100
+    with pytest.raises(ValueError, match="must be positive"):
+        CaptionObjective(cap, 0.0)
 
 
 def test_keep_k_minus_2_feeds_exactly_the_tokens_of_the_first_k_minus_2_scales(vqvae):
@@ -385,10 +412,12 @@ def test_the_training_and_evaluation_commands(trained, vqvae, vqvae_folder, tmp_
                 vqvae.fingerprint())
     assert cli.main(["train", "captioner", "--tokens", str(tmp_path / "t.npz"), "--width", "32", "--layers", "1",
                      "--heads", "2", "--steps", "2", "1", "2", "--batch-size", "2", "--position-embedding",
-                     "--out", str(tmp_path / "run"), "--export", str(tmp_path / "new")]) == 0
+                     "--colour-word-weight", "2", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "new")]) == 0
     new = SAR3DCaptioner.from_pretrained(tmp_path / "new")
     assert new.meta["vqvae_fingerprint"] == vqvae.fingerprint() and new.token_position is not None
-    assert new.meta["training"]["stage_steps"] == [2, 1, 2]
+    assert new.meta["training"]["stage_steps"] == [2, 1, 2] and new.meta["training"]["colour_word_weight"] == 2
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(train_args + ["--colour-word-weight", "0"])
     assert all((tmp_path / "run" / f"stage{s}" / "checkpoint" / "model.safetensors").is_file() for s in (0, 1, 2))
     capsys.readouterr()
 
