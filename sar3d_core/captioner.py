@@ -71,14 +71,17 @@ PROMPT = "Give a concise interpretation of the 3D data presented here"
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.")  # Vicuna v1.1
 POINT_PATCH, POINT_START, POINT_END = "<point_patch>", "<point_start>", "<point_end>"
-# the shipped captioner; it reads the tokens of the default VQVAE (data_samples/vqvae_tiny_lift), the same
-# token file the generators train on, so it captions their samples too
+# the shipped captioner's command (its training.json records it); it reads the tokens of the default VQVAE
+# (data_samples/vqvae_tiny_lift), the tokens the generators train on, so it captions their samples too
+TRAIN_DATA_COMMAND = (
+    "sar3d data build --count 10000 --split train --out ~/.cache/sar3d/proc_train_10k && sar3d data tokenize "
+    "~/.cache/sar3d/proc_train_10k --out ~/.cache/sar3d/ar/train_tokens_lift_10k.npz --checkpoint "
+    "data_samples/vqvae_tiny_lift")
 TRAIN_COMMAND = (
-    "sar3d data tokenize ~/.cache/sar3d/proc_train_64 --out ~/.cache/sar3d/ar/train_tokens_lift.npz "
-    "--checkpoint data_samples/vqvae_tiny_lift && OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 "
-    "-m sar3d_core.cli train captioner --tokens ~/.cache/sar3d/ar/train_tokens_lift.npz "
-    "--data ~/.cache/sar3d/proc_train_64 --threads 1 --batch-size 16 --steps 300 300 1200 --lr 2e-3 2e-3 1e-3 "
-    "--position-embedding --out runs/captioner_tiny --export data_samples/captioner_tiny")
+    "OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train captioner "
+    "--tokens ~/.cache/sar3d/ar/train_tokens_lift_10k.npz --data ~/.cache/sar3d/proc_train_10k --threads 1 "
+    "--batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding --out runs/captioner_10k "
+    "--export data_samples/captioner_tiny")
 
 
 @dataclass
@@ -366,7 +369,8 @@ class SAR3DCaptioner(nn.Module):
         folder = Path(folder)
         for name in (CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_FOLDER):
             if not (folder / name).exists():
-                hint = f"train it with `{TRAIN_COMMAND}`" if folder.resolve() == DEFAULT_CHECKPOINT else \
+                shipped = folder.resolve() == DEFAULT_CHECKPOINT
+                hint = f"train it with `{TRAIN_DATA_COMMAND} && {TRAIN_COMMAND}`" if shipped else \
                     "train one with `sar3d train captioner`"
                 raise FileNotFoundError(f"{folder} has no {name}: not a captioner checkpoint ({hint})")
         from .checkpoints import read_meta
