@@ -80,8 +80,8 @@ TRAIN_DATA_COMMAND = (
 TRAIN_COMMAND = (
     "OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train captioner "
     "--tokens ~/.cache/sar3d/ar/train_tokens_lift_10k.npz --data ~/.cache/sar3d/proc_train_10k --threads 1 "
-    "--batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding --out runs/captioner_10k "
-    "--export data_samples/captioner_tiny")
+    "--batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding --colour-word-weight 3 "
+    "--out runs/captioner_10k_cw3 --export data_samples/captioner_tiny")
 
 
 @dataclass

@@ -406,6 +406,7 @@ def test_the_training_and_evaluation_commands(trained, vqvae, vqvae_folder, tmp_
     train_args = shlex.split(TRAIN_COMMAND.split(" -m sar3d_core.cli ")[1])
     parsed = cli.build_parser().parse_args(train_args)  # the shipped checkpoint's command is a valid one
     assert parsed.func is cli._cmd_train_captioner and parsed.position_embedding and parsed.steps == [300, 300, 2400]
+    assert parsed.colour_word_weight == 3
     shipped = DEFAULT_CHECKPOINT / "training.json"
     if shipped.is_file():  # ... and the one its training record names
         assert json.loads(shipped.read_text())["command"] == TRAIN_COMMAND
