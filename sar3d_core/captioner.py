@@ -247,7 +247,8 @@ class SAR3DCaptioner(nn.Module):
         return prompt + answer, labels
 
     def colour_word_ids(self) -> torch.Tensor:
-        """Vocabulary ids of the world's colour words (``world.COLOURS``) that the tokenizer knows."""
+        """Vocabulary ids of the world's colour words (``world.COLOURS``) that the tokenizer knows: one id per
+        word with the word-level tokenizer; with a hub LLM's sub-word tokenizer, every piece of a colour word."""
         from .world import COLOURS
 
         ids = {i for c in COLOURS for i in self.words(" " + c)}
