@@ -12,7 +12,8 @@
 #   tokens10k, captioner10k (stage 2 twice as long), text10k (the text model on the 10k tokens),
 #   image10k (the image model on them, 3000 steps), image10k_long (the same for 5500 steps),
 #   text10k_long (the text model on them for 6500 steps instead of 3500), captioner10k_cw3 (captioner10k with
-#   the colour words weighing 3 in the answer loss of stages 1 and 2), captioner10k_cw3_seed1 (the same, seed 1).
+#   the colour words weighing 3 in the answer loss of stages 1 and 2), captioner10k_cw3_seed1 (the same, seed 1),
+#   captioner10k_cw2 (the colour words weighing 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -65,6 +66,9 @@ for s in "${steps[@]}"; do
                               --threads 1 --batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding \
                               --colour-word-weight 3 --seed 1 --out runs/captioner_10k_cw3_seed1 \
                               --export runs/captioner_10k_cw3_seed1_export ;;
+    captioner10k_cw2) run captioner10k_cw2 "${TRAIN[@]}" captioner --tokens "$TOKENS10K" --data "$DATA10K" \
+                        --threads 1 --batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding \
+                        --colour-word-weight 2 --out runs/captioner_10k_cw2 --export runs/captioner_10k_cw2_export ;;
     text10k) run text10k "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 --width 128 \
                --batch-size 8 --lr 1e-3 --threads 1 --steps 3500 --out runs/ar_text_10k --export runs/ar_text_10k_export ;;
     image10k) run image10k "${TRAIN[@]}" ar --cond image --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 --width 128 \
