@@ -25,6 +25,8 @@ DATA10K=$C/proc_train_10k
 TOKENS10K=$C/ar/train_tokens_lift_10k.npz
 TRAIN=(.venv/bin/torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train)
 AR=(--data "$DATA" --depth 3 --width 128 --batch-size 8 --lr 1e-3 --threads 1)
+CAP10K=(captioner --tokens "$TOKENS10K" --data "$DATA10K" --threads 1 --batch-size 16 --steps 300 300 2400
+        --lr 2e-3 2e-3 1e-3 --position-embedding)  # the 10k captioner recipe, shared by its variants
 mkdir -p runs/retrain
 
 run() {  # run NAME CMD...: time one step, keep its log
@@ -59,16 +61,12 @@ for s in "${steps[@]}"; do
     captioner10k) run captioner10k "${TRAIN[@]}" captioner --tokens "$TOKENS10K" --data "$DATA10K" --threads 1 \
                     --batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding \
                     --out runs/captioner_10k --export runs/captioner_10k_export ;;
-    captioner10k_cw3) run captioner10k_cw3 "${TRAIN[@]}" captioner --tokens "$TOKENS10K" --data "$DATA10K" \
-                        --threads 1 --batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding \
-                        --colour-word-weight 3 --out runs/captioner_10k_cw3 --export runs/captioner_10k_cw3_export ;;
-    captioner10k_cw3_seed1) run captioner10k_cw3_seed1 "${TRAIN[@]}" captioner --tokens "$TOKENS10K" --data "$DATA10K" \
-                              --threads 1 --batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding \
-                              --colour-word-weight 3 --seed 1 --out runs/captioner_10k_cw3_seed1 \
-                              --export runs/captioner_10k_cw3_seed1_export ;;
-    captioner10k_cw2) run captioner10k_cw2 "${TRAIN[@]}" captioner --tokens "$TOKENS10K" --data "$DATA10K" \
-                        --threads 1 --batch-size 16 --steps 300 300 2400 --lr 2e-3 2e-3 1e-3 --position-embedding \
-                        --colour-word-weight 2 --out runs/captioner_10k_cw2 --export runs/captioner_10k_cw2_export ;;
+    captioner10k_cw3) run captioner10k_cw3 "${TRAIN[@]}" "${CAP10K[@]}" --colour-word-weight 3 \
+                        --out runs/captioner_10k_cw3 --export runs/captioner_10k_cw3_export ;;
+    captioner10k_cw3_seed1) run captioner10k_cw3_seed1 "${TRAIN[@]}" "${CAP10K[@]}" --colour-word-weight 3 --seed 1 \
+                              --out runs/captioner_10k_cw3_seed1 --export runs/captioner_10k_cw3_seed1_export ;;
+    captioner10k_cw2) run captioner10k_cw2 "${TRAIN[@]}" "${CAP10K[@]}" --colour-word-weight 2 \
+                        --out runs/captioner_10k_cw2 --export runs/captioner_10k_cw2_export ;;
     text10k) run text10k "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 --width 128 \
                --batch-size 8 --lr 1e-3 --threads 1 --steps 3500 --out runs/ar_text_10k --export runs/ar_text_10k_export ;;
     image10k) run image10k "${TRAIN[@]}" ar --cond image --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 --width 128 \
