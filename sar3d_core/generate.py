@@ -19,6 +19,7 @@ never confused with the ``torch.Generator`` random streams that samplers take as
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,31 +150,84 @@ class Pipeline:
 
         return fn
 
+    def condition_camera(self) -> torch.Tensor:
+        """The camera ``(25,)`` an image generator's condition images are taken from: the view of
+        the chunk layout it was tested on (``condition_view`` in its config, ``cameras.CHUNK_LAYOUT``)."""
+        from .cameras import chunk_cameras
+
+        if self.condition_kind != "image":
+            raise ValueError("only an image generator has a condition camera")
+        return chunk_cameras()[int(self.meta.get("condition_view", 0))]
+
+    @torch.no_grad()
+    def condition_agreement(self, planes_B3FHW: torch.Tensor, images_B3HW: torch.Tensor,
+                            camera: torch.Tensor | None = None, supersample: int = 1) -> torch.Tensor:
+        """PSNR ``(B,)`` of each object rendered at the condition camera against its condition image
+        (both at the VQVAE's image size): how well a sample explains the view it was drawn from.
+        ``camera``: ``(25,)`` or ``(B, 25)``; default ``condition_camera``."""
+        from .conditioning import _image_list, _square
+        from .metrics import psnr
+
+        size = self.vqvae.cfg.image_size
+        target = torch.stack([_square(t, size) for t in _image_list(images_B3HW)]).to(planes_B3FHW.dtype)
+        c = (self.condition_camera() if camera is None else torch.as_tensor(camera)).to(planes_B3FHW.dtype)
+        c_B125 = c.reshape(-1, 1, 25).expand(planes_B3FHW.shape[0], 1, 25)  # one camera, or one per object
+        rgb = self.vqvae.render(planes_B3FHW, c_B125, chunk=8192, supersample=supersample)["rgb"][:, 0]
+        return psnr(rgb.clamp(0, 1), target)
+
+    @torch.no_grad()
+    def sample_best_of(self, cond, images, candidates: int, camera: torch.Tensor | None = None,
+                       **sampling) -> tuple[list, torch.Tensor, torch.Tensor]:
+        """Image to 3D, best of N (our addition, not the paper's): draw ``candidates`` samples per
+        condition image and keep the one whose render at the condition camera agrees best with the
+        image (``condition_agreement``). Only the condition image and its camera are read.
+        Returns ``(tokens, planes, agreement (B, N))`` of the kept samples."""
+        B, N = len(cond), int(candidates)
+        rep = lambda x: x.repeat_interleave(N, 0)  # noqa: E731  (B, ...) -> (B N, ...), candidates of one image adjacent
+        cond_n = dataclasses.replace(cond, pooled=rep(cond.pooled), tokens=rep(cond.tokens), mask=rep(cond.mask))
+        tokens = self.sample_tokens(cond_n, **sampling)
+        planes = self.vqvae.decode_tokens(tokens)
+        images_n = [im for im in _as_image_list(images) for _ in range(N)]
+        if camera is not None and torch.as_tensor(camera).ndim == 2:  # one camera per image
+            camera = rep(torch.as_tensor(camera))
+        agree_BN = self.condition_agreement(planes, images_n, camera).reshape(B, N)
+        keep = torch.arange(B) * N + agree_BN.argmax(1)
+        return [t[keep] for t in tokens], planes[keep], agree_BN
+
     @torch.no_grad()
     def generate(self, text=None, image=None, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
                  top_p: float = 0.5, seed: int = 0, cameras: torch.Tensor | None = None, size: int | None = None,
                  mesh: bool = False, mesh_resolution: int | None = None, mesher: str = "marching-cubes",
-                 flexicubes=None) -> Generation:
+                 flexicubes=None, candidates: int = 1) -> Generation:
         """The pipeline of the module doc. ``cameras (V, 25)``: render those views (none if None).
 
         ``mesh``: also mesh each object with ``mesher`` (``meshing.MESHERS``) on ``mesh_resolution``
         cells per side (default 48 for marching cubes, the fine-tune's training grid for FlexiCubes).
         ``flexicubes``: a FlexiCubes fine-tune folder (default: the shipped one when it was made for
-        this VQVAE, ``flexicubes_train.finetune_for``)."""
+        this VQVAE, ``flexicubes_train.finetune_for``). ``candidates`` (image only): keep the best of
+        that many samples by agreement with the condition image (``sample_best_of``)."""
         from .meshing import MESHERS
 
         if mesher not in MESHERS:
             raise ValueError(f"mesher {mesher!r} is not one of {', '.join(MESHERS)}")
+        if int(candidates) < 1 or (int(candidates) > 1 and image is None):
+            raise ValueError(f"candidates={candidates}: best-of-N needs a condition image and N >= 1 "
+                             f"(text generation draws one sample per prompt)")
         seconds = {}
         t = time.perf_counter()
         cond = self.condition(text, image)
         seconds["condition"] = time.perf_counter() - t
         t = time.perf_counter()
-        tokens = self.sample_tokens(cond, cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed)
-        seconds["sample"] = time.perf_counter() - t
-        t = time.perf_counter()
-        planes = self.vqvae.decode_tokens(tokens)
-        seconds["decode"] = time.perf_counter() - t
+        sampling = dict(cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed)
+        if int(candidates) > 1:
+            tokens, planes, _ = self.sample_best_of(cond, image, int(candidates), **sampling)
+            seconds["sample, decode and select"] = time.perf_counter() - t
+        else:
+            tokens = self.sample_tokens(cond, **sampling)
+            seconds["sample"] = time.perf_counter() - t
+            t = time.perf_counter()
+            planes = self.vqvae.decode_tokens(tokens)
+            seconds["decode"] = time.perf_counter() - t
         views = None
         if cameras is not None:
             t = time.perf_counter()
@@ -222,6 +276,15 @@ class Pipeline:
             except ValueError:
                 meshes.append(None)
         return meshes, used
+
+
+def _as_image_list(images) -> list:
+    """One image or a batch (a list, or a 4-D array / tensor) -> a list of single images."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+        return list(images)
+    return [images]
 
 
 Generator = Pipeline  # another name for the same class, for scripts that import generate.Generator

@@ -171,6 +171,27 @@ def test_image_condition_and_next_token_baseline(setup, tmp_path):
     assert res.tokens[0].shape == (1, 3, 4, 4)
 
 
+def test_best_of_n_keeps_the_sample_that_explains_the_condition_view(setup, tmp_path):
+    _train(setup, tmp_path / "img", condition="image", steps=2)
+    gen = Pipeline(*load_generator(tmp_path / "img" / "gen"), setup["vqvae"], setup["encoder"])
+    cam = gen.condition_camera()
+    assert torch.allclose(cam, MultiViewDataset(setup["data"]).read(0).c[CONDITION_VIEW])  # the chunk layout's view
+    cond = gen.condition(image=torch.rand(2, 3, 32, 32))
+    planes = gen.vqvae.decode_tokens(gen.sample_tokens(cond, seed=1))
+    own = gen.vqvae.render(planes, cam.expand(2, 1, 25), chunk=8192)["rgb"][:, 0].clamp(0, 1)
+    agree = gen.condition_agreement(planes, own)  # each object against its own render: exact
+    swapped = gen.condition_agreement(planes, own.flip(0))
+    assert (agree > 60).all() and (swapped < agree).all()
+    images = torch.rand(2, 3, 32, 32)
+    tokens, kept, agree_BN = gen.sample_best_of(gen.condition(image=images), images, 3, seed=4)
+    assert agree_BN.shape == (2, 3) and kept.shape[0] == 2 and tokens[-1].shape[0] == 2
+    # the kept sample is the candidate that agreed best, scored again on its own
+    assert torch.allclose(gen.condition_agreement(kept, images), agree_BN.max(1).values, atol=1e-4)
+    assert gen.generate(image=images[0], candidates=3, seed=4).tokens[-1].shape[0] == 1
+    with pytest.raises(ValueError, match="condition image"):
+        gen.generate(text="a chair", candidates=2)
+
+
 def test_cli_train_ar_and_generate_errors(setup, tmp_path, capsys):
     root = setup["root"]
     rc = main(["train", "ar", "--tokens", str(root / "tokens.npz"), "--data", str(setup["data"]), "--vqvae",
@@ -187,6 +208,9 @@ def test_cli_train_ar_and_generate_errors(setup, tmp_path, capsys):
     assert main(base + ["--text", "a chair", "--top-p", "1.5", "--out", str(tmp_path / "m.glb")]) == 2
     assert "--top-p" in capsys.readouterr().err
     assert main(base + ["--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "m.glb")]) == 2
+    assert main(base + ["--text", "a chair", "--candidates", "4", "--out", str(tmp_path / "m.glb")]) == 2
+    assert "--candidates" in capsys.readouterr().err
+    assert main(base + ["--image", "x.png", "--candidates", "0", "--out", str(tmp_path / "m.glb")]) == 2
 
 
 def test_evaluation_and_benchmark_name_what_they_measured(setup, tmp_path):
@@ -208,7 +232,9 @@ def test_evaluation_and_benchmark_name_what_they_measured(setup, tmp_path):
     assert 0 <= ref["COV-CD"] <= 1 and 0 <= ref["empty"] <= 3
     assert 0 <= ref["colour_accuracy"] <= 1 and ref["FID"] >= 0 and ref["feature_network"] == r["feature_network"]
     im = evaluate_image(image, setup["data"], 3, progress=False)
-    assert im["objects"] == 3 and im["psnr_novel"] > 0
+    assert im["objects"] == 3 and im["psnr_novel"] > 0 and im["candidates"] == 1
+    best = evaluate_image(image, setup["data"], 3, progress=False, candidates=2)
+    assert best["candidates"] == 2 and best["psnr_novel"] > 0
     b = benchmark_sampling(text, nt, prompt="a red chair", repeats=1, mesh_resolution=16)
     assert b["next_scale_passes"] == 3 and b["next_token_tokens"] == 48
     assert b["speedup"] > 0 and b["teacher_forced_s"] > 0 and b["end_to_end_s"] > 0
