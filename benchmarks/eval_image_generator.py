@@ -5,7 +5,8 @@
 
 Conditioned on the chunk view the generator was trained with, the sample rendered anti-aliased
 (2 x 2 rays per pixel, as the targets) at the ground truth's novel cameras 6-11, at the shipped
-sampling settings.
+sampling settings unless the options say otherwise (``--candidates N [--refine-from K]``: best of
+N by agreement with the condition view, ``Pipeline.sample_best_of``).
 """
 import argparse
 import json
@@ -23,6 +24,11 @@ def main(argv=None):
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--cfg-schedule", default=None, help="default: linear for cfg > 1, constant for cfg 1")
+    p.add_argument("--candidates", type=int, default=1, help="best of N by agreement with the condition view")
+    p.add_argument("--refine-from", type=int, default=None, help="the second round of best-of-N from this scale")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
@@ -30,7 +36,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     out = {"checkpoint": a.checkpoint,
            "image": evaluate_image(Pipeline.from_pretrained(a.checkpoint), Path(a.data).expanduser(), a.limit,
-                                   progress=False)}
+                                   progress=False, seed=a.seed, candidates=a.candidates, refine_from=a.refine_from,
+                                   cfg=a.cfg, cfg_schedule=a.cfg_schedule or ("constant" if a.cfg == 1 else "linear"))}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=1))
     if a.json:

@@ -199,12 +199,13 @@ def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = Tru
 
 @torch.no_grad()
 def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: int = 25, progress: bool = True,
-                   supersample: int = 2, candidates: int = 1, **sampling) -> dict:
+                   supersample: int = 2, candidates: int = 1, refine_from: int | None = None, **sampling) -> dict:
     """PSNR of the novel views 6-11 against the ground truth, conditioned on the chunk view the
     generator was trained with (``condition_view`` in its config). The samples are rendered
     anti-aliased (``supersample`` x ``supersample`` rays per pixel) as the data's targets are.
     ``candidates > 1``: the best of that many samples per image by agreement with the condition
-    view (``Pipeline.sample_best_of``; it reads the condition image and camera, never views 6-11)."""
+    view, with ``refine_from`` its second round (``Pipeline.sample_best_of``; it reads the condition
+    image and camera, never views 6-11)."""
     from .data import MultiViewDataset
 
     view = gen.meta.get("condition_view", 0)  # checkpoints from before the field was recorded used view 0
@@ -212,6 +213,7 @@ def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: in
     n = min(limit, len(ds))
     novel = list(range(6, 12))
     scores, t_sample = [], 0.0
+    batch_size = max(1, batch_size // candidates)  # B x N samples are decoded and rendered at once
     for i in tqdm(range(0, n, batch_size), desc="image-to-3D", disable=not progress, leave=False):
         mvs = [ds.read(j) for j in range(i, min(i + batch_size, n))]  # each object read once
         cond = gen.condition(image=torch.stack([mv.rgb[view] for mv in mvs]))
@@ -219,7 +221,7 @@ def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: in
         if candidates > 1:
             images = [mv.rgb[view] for mv in mvs]
             _, planes, _ = gen.sample_best_of(cond, images, candidates, torch.stack([mv.c[view] for mv in mvs]),
-                                              seed=seed + i, **sampling)
+                                              refine_from=refine_from, seed=seed + i, **sampling)
             t_sample += time.perf_counter() - t0
         else:
             tokens = gen.sample_tokens(cond, seed=seed + i, **sampling)
@@ -231,7 +233,8 @@ def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: in
             scores.append(float(psnr(rgb[b], mv.rgb[novel]).mean()))
     return {"objects": n, "psnr_novel": float(np.mean(scores)), "psnr_std": float(np.std(scores)),
             "supersample": supersample, "generator": gen.name, "condition_encoder": gen.encoder.name,
-            "sampling": sampling, "candidates": candidates, "sample_seconds_per_object": t_sample / n}
+            "sampling": sampling, "candidates": candidates, "refine_from": refine_from,
+            "sample_seconds_per_object": t_sample / n}
 
 
 def heldout_accuracy(images, records, featnet) -> dict:

@@ -500,9 +500,19 @@ def _cmd_generate(args) -> None:
         torch.set_num_threads(args.threads)
     if (args.text is None) == (args.image is None):
         raise ValueError("give --text PROMPT or --image FILE (one of the two)")
-    if args.candidates > 1 and args.image is None:
-        raise ValueError("--candidates picks among samples by their agreement with a condition image: "
-                         "use it with --image")
+    if args.image is None and (args.candidates or args.refine_from):
+        raise ValueError("--candidates and --refine-from pick among samples by their agreement with a condition "
+                         "image: use them with --image")
+    if args.refine_from == 1:
+        raise ValueError("--refine-from K keeps scales 1..K-1 and draws the rest again: K is at least 2 (0: off)")
+    from .generate import IMAGE_SAMPLING, TEXT_SAMPLING
+
+    shipped = IMAGE_SAMPLING if args.image is not None else TEXT_SAMPLING
+    sampling = {k: shipped.get(k) if getattr(args, k) is None else getattr(args, k)
+                for k in ("cfg", "cfg_schedule", "candidates", "refine_from")}
+    sampling["candidates"] = sampling["candidates"] or 1
+    if sampling["candidates"] == 1 or not sampling["refine_from"]:
+        sampling["refine_from"] = None
     ckpt = args.checkpoint or (DEFAULT_TEXT if args.text is not None else DEFAULT_IMAGE)
     if args.image is not None:
         if not Path(args.image).is_file():
@@ -519,16 +529,19 @@ def _cmd_generate(args) -> None:
     _check_flexicubes_option(args)
     gen = Pipeline.from_pretrained(ckpt, args.vqvae)
     cams = orbit_cameras([45.0 * v for v in range(8)], [20.0] * 8) if args.views else None
-    res = gen.generate(text=args.text, image=args.image, cfg=args.cfg, cfg_schedule=args.cfg_schedule,
-                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, cameras=cams, mesh=True,
-                       mesh_resolution=args.mesh_resolution, mesher=args.mesher, flexicubes=args.flexicubes,
-                       candidates=args.candidates)
+    res = gen.generate(text=args.text, image=args.image, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                       cameras=cams, mesh=True, mesh_resolution=args.mesh_resolution, mesher=args.mesher,
+                       flexicubes=args.flexicubes, **sampling)
     mesh = res.meshes[0]
     if mesh is None:
         raise ValueError("the sampled object has no surface (try another --seed or a larger --cfg)")
     save_mesh(mesh, out)  # .glb: stored +Y up, as glTF says (render.load_mesh reads it back +Z up)
+    best = (f"; best of {sampling['candidates']} by agreement with the condition view"
+            + (f", then {sampling['candidates']} more from scale {sampling['refine_from']}" if sampling["refine_from"] else "")
+            if sampling["candidates"] > 1 else "")
     print(f"wrote {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces ({res.mesher}); generator "
-          f"{res.model}, condition encoder {gen.encoder.name}")
+          f"{res.model}, condition encoder {gen.encoder.name}; CFG {sampling['cfg']:g} "
+          f"({sampling['cfg_schedule']}){best}")
     if args.views:
         import numpy as np
         from PIL import Image
@@ -954,16 +967,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", default=None, help="also write a PNG strip of 8 views around the object")
     p.add_argument("--checkpoint", default=None, help="generator folder (default: the shipped tiny text/image one)")
     p.add_argument("--vqvae", default=None, help="its VQVAE folder (default: the shipped one)")
-    p.add_argument("--cfg", type=_float_in(0), default=4.0, help="guidance scale, >= 0 (default 4, the paper's)")
-    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
+    p.add_argument("--cfg", type=_float_in(0), default=None,
+                   help="guidance scale, >= 0 (default: text 4, the paper's; image 1, generate.IMAGE_SAMPLING)")
+    p.add_argument("--cfg-schedule", default=None, choices=["linear", "constant"],
+                   help="default: text linear (the official ramp); image constant")
     p.add_argument("--top-k", type=_int_at_least(0), default=10,
                    help="sample among the k most likely codes (default 10; 0 switches top-k off)")
     p.add_argument("--top-p", type=_float_in(0, 1, low_open=True), default=0.5,
                    help="nucleus sampling mass, in (0, 1] (default 0.5; 1 switches top-p off)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--candidates", type=_int_at_least(1), default=1,
+    p.add_argument("--candidates", type=_int_at_least(1), default=None, metavar="N",
                    help="image only: draw N samples and keep the one whose render at the condition view agrees "
-                        "best with the image (default 1; our addition, not the paper's)")
+                        "best with the image (default 16, generate.IMAGE_SAMPLING; 1 draws one sample; our "
+                        "addition, not the paper's)")
+    p.add_argument("--refine-from", type=_int_at_least(0), default=None, metavar="K",
+                   help="image only, with N > 1: then keep scales 1..K-1 of the best sample, draw the rest N times "
+                        "more and keep the best of those and it (default 4; 0: no second round)")
     p.add_argument("--mesh-resolution", type=_int_at_least(2), default=None,
                    help="mesh grid cells per side of the object box (at least 2; default 48, or the grid a "
                         "FlexiCubes fine-tune was trained on)")

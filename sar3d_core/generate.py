@@ -36,6 +36,13 @@ DEFAULT_TEXT = DATA_SAMPLES / "ar_text_tiny"
 DEFAULT_IMAGE = DATA_SAMPLES / "ar_image_tiny"
 DEFAULT_NEXT_TOKEN = DATA_SAMPLES / "ar_text_next_token_tiny"
 DEFAULT_SINGLE_SCALE_VQVAE = DATA_SAMPLES / "vqvae_single_scale_lift"
+# The shipped sampling settings (`sar3d generate` uses them unless told otherwise; top-k 10 and
+# top-p 0.5 for both). Text: the paper's guidance, 4 with the official linear ramp. Image: no
+# guidance (it costs the image model novel-view PSNR: the view already pins the object) and the
+# best of 16 by agreement with the condition view, then 16 more from scale 4 (our addition,
+# ``Pipeline.sample_best_of``); the measurements behind both are in docs/RESULTS.md.
+TEXT_SAMPLING = {"cfg": 4.0, "cfg_schedule": "linear", "candidates": 1, "refine_from": None}
+IMAGE_SAMPLING = {"cfg": 1.0, "cfg_schedule": "constant", "candidates": 16, "refine_from": 4}
 
 
 @dataclass
@@ -177,35 +184,58 @@ class Pipeline:
 
     @torch.no_grad()
     def sample_best_of(self, cond, images, candidates: int, camera: torch.Tensor | None = None,
+                       refine_from: int | None = None, seed: int = 0,
                        **sampling) -> tuple[list, torch.Tensor, torch.Tensor]:
         """Image to 3D, best of N (our addition, not the paper's): draw ``candidates`` samples per
         condition image and keep the one whose render at the condition camera agrees best with the
-        image (``condition_agreement``). Only the condition image and its camera are read.
-        Returns ``(tokens, planes, agreement (B, N))`` of the kept samples."""
+        image (``condition_agreement``). With ``refine_from=k``, a second round then keeps scales
+        ``1..k-1`` of that sample, draws scales ``k..K`` ``candidates`` times more, and keeps the
+        best of those and it: the coarse scales settle the shape, the second round its details.
+        Only the condition image and its camera are read.
+        Returns ``(tokens, planes, agreement (B, N))`` of the kept samples (N: every candidate scored)."""
         B, N = len(cond), int(candidates)
+        if refine_from is not None and not 2 <= int(refine_from) <= len(self.transformer.scales):
+            raise ValueError(f"refine_from={refine_from}: the second round starts at a scale between 2 and "
+                             f"{len(self.transformer.scales)}")
         rep = lambda x: x.repeat_interleave(N, 0)  # noqa: E731  (B, ...) -> (B N, ...), candidates of one image adjacent
         cond_n = dataclasses.replace(cond, pooled=rep(cond.pooled), tokens=rep(cond.tokens), mask=rep(cond.mask))
-        tokens = self.sample_tokens(cond_n, **sampling)
-        planes = self.vqvae.decode_tokens(tokens)
         images_n = [im for im in _as_image_list(images) for _ in range(N)]
         if camera is not None and torch.as_tensor(camera).ndim == 2:  # one camera per image
             camera = rep(torch.as_tensor(camera))
-        agree_BN = self.condition_agreement(planes, images_n, camera).reshape(B, N)
-        keep = torch.arange(B) * N + agree_BN.argmax(1)
-        return [t[keep] for t in tokens], planes[keep], agree_BN
+
+        def best(tokens, planes, agree_BN):
+            keep = torch.arange(B) * agree_BN.shape[1] + agree_BN.argmax(1)
+            return [t[keep] for t in tokens], planes[keep]
+
+        tokens = self.sample_tokens(cond_n, seed=seed, **sampling)
+        planes = self.vqvae.decode_tokens(tokens)
+        agree = self.condition_agreement(planes, images_n, camera).reshape(B, N)
+        tokens, planes = best(tokens, planes, agree)
+        if refine_from is not None:
+            prefix = [rep(t).long() for t in tokens[:int(refine_from) - 1]]
+            more = self.sample_tokens(cond_n, seed=seed + 1, prefix=prefix, **sampling)
+            more_planes = self.vqvae.decode_tokens(more)
+            more_agree = self.condition_agreement(more_planes, images_n, camera).reshape(B, N)
+            # per image: the first round's choice (column 0), then the N redrawn
+            both = [torch.cat([t[:, None], m.reshape(B, N, *m.shape[1:])], 1).flatten(0, 1) for t, m in zip(tokens, more)]
+            both_planes = torch.cat([planes[:, None], more_planes.reshape(B, N, *more_planes.shape[1:])], 1).flatten(0, 1)
+            round2 = torch.cat([agree.max(1, keepdim=True).values, more_agree], 1)
+            tokens, planes = best(both, both_planes, round2)
+            agree = torch.cat([agree, more_agree], 1)
+        return tokens, planes, agree
 
     @torch.no_grad()
     def generate(self, text=None, image=None, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
                  top_p: float = 0.5, seed: int = 0, cameras: torch.Tensor | None = None, size: int | None = None,
                  mesh: bool = False, mesh_resolution: int | None = None, mesher: str = "marching-cubes",
-                 flexicubes=None, candidates: int = 1) -> Generation:
+                 flexicubes=None, candidates: int = 1, refine_from: int | None = None) -> Generation:
         """The pipeline of the module doc. ``cameras (V, 25)``: render those views (none if None).
 
         ``mesh``: also mesh each object with ``mesher`` (``meshing.MESHERS``) on ``mesh_resolution``
         cells per side (default 48 for marching cubes, the fine-tune's training grid for FlexiCubes).
         ``flexicubes``: a FlexiCubes fine-tune folder (default: the shipped one when it was made for
-        this VQVAE, ``flexicubes_train.finetune_for``). ``candidates`` (image only): keep the best of
-        that many samples by agreement with the condition image (``sample_best_of``)."""
+        this VQVAE, ``flexicubes_train.finetune_for``). ``candidates`` and ``refine_from`` (image only):
+        keep the best of that many samples by agreement with the condition image (``sample_best_of``)."""
         from .meshing import MESHERS
 
         if mesher not in MESHERS:
@@ -213,6 +243,8 @@ class Pipeline:
         if int(candidates) < 1 or (int(candidates) > 1 and image is None):
             raise ValueError(f"candidates={candidates}: best-of-N needs a condition image and N >= 1 "
                              f"(text generation draws one sample per prompt)")
+        if refine_from is not None and int(candidates) < 2:
+            raise ValueError("refine_from is a second round of best-of-N: give candidates >= 2 as well")
         seconds = {}
         t = time.perf_counter()
         cond = self.condition(text, image)
@@ -220,7 +252,7 @@ class Pipeline:
         t = time.perf_counter()
         sampling = dict(cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed)
         if int(candidates) > 1:
-            tokens, planes, _ = self.sample_best_of(cond, image, int(candidates), **sampling)
+            tokens, planes, _ = self.sample_best_of(cond, image, int(candidates), refine_from=refine_from, **sampling)
             seconds["sample, decode and select"] = time.perf_counter() - t
         else:
             tokens = self.sample_tokens(cond, **sampling)

@@ -187,9 +187,21 @@ def test_best_of_n_keeps_the_sample_that_explains_the_condition_view(setup, tmp_
     assert agree_BN.shape == (2, 3) and kept.shape[0] == 2 and tokens[-1].shape[0] == 2
     # the kept sample is the candidate that agreed best, scored again on its own
     assert torch.allclose(gen.condition_agreement(kept, images), agree_BN.max(1).values, atol=1e-4)
+    # a second round from scale 2 keeps the first round's scale 1 and can only agree better
+    refined, kept2, agree2 = gen.sample_best_of(gen.condition(image=images), images, 3, refine_from=2, seed=4)
+    assert agree2.shape == (2, 6) and torch.equal(agree2[:, :3], agree_BN)
+    assert torch.equal(refined[0], tokens[0])
+    again = gen.condition_agreement(kept2, images)
+    assert (again >= agree_BN.max(1).values - 1e-4).all()
+    assert torch.allclose(again, torch.maximum(agree_BN.max(1).values, agree2[:, 3:].max(1).values), atol=1e-4)
+    with pytest.raises(ValueError, match="refine_from"):
+        gen.sample_best_of(gen.condition(image=images), images, 3, refine_from=1)
     assert gen.generate(image=images[0], candidates=3, seed=4).tokens[-1].shape[0] == 1
+    assert gen.generate(image=images[0], candidates=2, refine_from=3, seed=4).tokens[-1].shape[0] == 1
     with pytest.raises(ValueError, match="condition image"):
         gen.generate(text="a chair", candidates=2)
+    with pytest.raises(ValueError, match="candidates >= 2"):
+        gen.generate(image=images[0], refine_from=2)
 
 
 def test_cli_train_ar_and_generate_errors(setup, tmp_path, capsys):
@@ -255,6 +267,24 @@ def test_generate_and_bench_commands_on_the_shipped_generators(tmp_path, capsys)
     assert "time:" in out and "sample" in out and "tiny-clip" in out
     mesh = trimesh.load(tmp_path / "m.glb", force="mesh")
     assert len(mesh.faces) > 100 and (tmp_path / "v.png").is_file()
+    assert "CFG 4 (linear)" in out and "best of" not in out  # the paper's guidance for text
+    # image to 3D at the shipped image settings: no guidance, best of 16, a second round from scale 4
+    from PIL import Image
+
+    from sar3d_core.data import load_views
+    from sar3d_core.generate import IMAGE_SAMPLING
+
+    mv = load_views("proc:7", num_views=12, size=64)
+    Image.fromarray((mv.rgb[CONDITION_VIEW].permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(
+        tmp_path / "view.png")
+    rc = main(["generate", "--image", str(tmp_path / "view.png"), "--out", str(tmp_path / "i.glb")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert IMAGE_SAMPLING == {"cfg": 1.0, "cfg_schedule": "constant", "candidates": 16, "refine_from": 4}
+    assert "CFG 1 (constant); best of 16 by agreement with the condition view, then 16 more from scale 4" in out
+    assert main(["generate", "--image", str(tmp_path / "view.png"), "--refine-from", "1",
+                 "--out", str(tmp_path / "i.glb")]) == 2
+    assert "--refine-from" in capsys.readouterr().err
     rc = main(["bench", "sampling", "--repeats", "1", "--json", str(tmp_path / "b.json")])
     assert rc == 0 and "faster" in capsys.readouterr().out
     r = json.loads((tmp_path / "b.json").read_text())
