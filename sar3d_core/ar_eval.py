@@ -904,7 +904,7 @@ def main(argv=None) -> dict:
     import argparse
 
     from .featnet import load_default as load_featnet
-    from .generate import DEFAULT_IMAGE, DEFAULT_NEXT_TOKEN, DEFAULT_TEXT, Pipeline
+    from .generate import DEFAULT_IMAGE, DEFAULT_NEXT_TOKEN, DEFAULT_TEXT, IMAGE_SAMPLING, Pipeline
 
     p = argparse.ArgumentParser(prog="python -m sar3d_core.ar_eval", description=main.__doc__)
     p.add_argument("--data", required=True, help="the built test split (index.json), e.g. ~/.cache/sar3d/test64")
@@ -912,7 +912,7 @@ def main(argv=None) -> dict:
     p.add_argument("--text", default=str(DEFAULT_TEXT))
     p.add_argument("--image", default=str(DEFAULT_IMAGE))
     p.add_argument("--next-token", default=str(DEFAULT_NEXT_TOKEN))
-    p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--cfg", type=float, default=4.0, help="text models (the image model: generate.IMAGE_SAMPLING)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     featnet = load_featnet()
@@ -925,7 +925,7 @@ def main(argv=None) -> dict:
         out[key] = r
         print(key, json.dumps({k: v for k, v in r.items() if k != "protocol"}, default=str))
     gen = Pipeline.from_pretrained(a.image)
-    out["image"] = evaluate_image(gen, a.data, a.limit, cfg=a.cfg)
+    out["image"] = evaluate_image(gen, a.data, a.limit, **IMAGE_SAMPLING)  # the shipped image settings
     print("image", json.dumps(out["image"]))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

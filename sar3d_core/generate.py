@@ -14,6 +14,10 @@ on), the VQVAE (same config as the one whose tokens trained it), and the transfo
    the decoder fine-tune made for this VQVAE (``flexicubes_train.finetune_for``; Dual Marching
    Cubes with unit weights on the NeRF field when there is none).
 
+Image to 3D can also keep the best of N samples by how well each, rendered from the condition
+camera, reproduces the condition image (``Pipeline.sample_best_of``, our addition): the shipped
+image settings (``IMAGE_SAMPLING``) do, with a second round over the fine scales.
+
 ``Generator`` is another name for ``Pipeline``; the code says ``Pipeline`` so the class is
 never confused with the ``torch.Generator`` random streams that samplers take as arguments.
 """
