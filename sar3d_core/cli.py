@@ -977,9 +977,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nucleus sampling mass, in (0, 1] (default 0.5; 1 switches top-p off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--candidates", type=_int_at_least(1), default=None, metavar="N",
-                   help="image only: draw N samples and keep the one whose render at the condition view agrees "
-                        "best with the image (default 16, generate.IMAGE_SAMPLING; 1 draws one sample; our "
-                        "addition, not the paper's)")
+                   help="image only: draw N samples and keep the one whose render at the condition view (the "
+                        "chunk layout's view 1: azimuth 60, elevation 7 degrees) agrees best with the image "
+                        "(default 16, generate.IMAGE_SAMPLING; 1 draws one sample; our addition, not the paper's)")
     p.add_argument("--refine-from", type=_int_at_least(0), default=None, metavar="K",
                    help="image only, with N > 1: then keep scales 1..K-1 of the best sample, draw the rest N times "
                         "more and keep the best of those and it (default 4; 0: no second round)")
