@@ -510,7 +510,6 @@ def _cmd_generate(args) -> None:
     shipped = IMAGE_SAMPLING if args.image is not None else TEXT_SAMPLING
     sampling = {k: shipped.get(k) if getattr(args, k) is None else getattr(args, k)
                 for k in ("cfg", "cfg_schedule", "candidates", "refine_from")}
-    sampling["candidates"] = sampling["candidates"] or 1
     if sampling["candidates"] == 1 or not sampling["refine_from"]:
         sampling["refine_from"] = None
     ckpt = args.checkpoint or (DEFAULT_TEXT if args.text is not None else DEFAULT_IMAGE)
