@@ -417,7 +417,8 @@ def _cmd_train_vqvae(args) -> None:
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device,
                             lr_decay_from=args.lr_decay_from, lr_final=args.lr_final)
-    train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init)
+    train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init,
+                decoder_only=args.decoder_only)
     if args.export:
         print(f"exported the VQVAE to {args.export}")
 
@@ -866,6 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("--export", default=None, help="write the trained VQVAE here (save_pretrained)")
     t.add_argument("--init", default=None, help="start from this VQVAE checkpoint folder")
+    t.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train the decoder and field only; the encoder and codebook stay frozen, so "
+                        "the result keeps --init's tokens and fingerprint (every generator still reads it)")
     t.add_argument("--single-scale", action="store_true",
                    help="one scale at the latent size: the VQVAE of the next-token baseline")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")

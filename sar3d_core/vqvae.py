@@ -88,6 +88,8 @@ class SAR3DVQVAE(nn.Module):
         self.quantizer = MultiScaleTriplaneQuantizer.from_config(cfg)
         self.decoder = TriplaneDecoder.from_config(cfg, self.triplane_settings)
         self.field = TriplaneField.from_config(cfg, self.triplane_settings)
+        # set on a decoder fine-tune: {"fingerprint", "weights", "checkpoint"} of the base (``fingerprint``)
+        self.tokens_of: dict | None = None
 
     @classmethod
     def from_config(cls, cfg: SAR3DConfig) -> "SAR3DVQVAE":
@@ -182,14 +184,35 @@ class SAR3DVQVAE(nn.Module):
         return terms
 
     # --- checkpoints ---------------------------------------------------------------------
-    def fingerprint(self) -> str:
-        """A short SHA-256 of all weights: which VQVAE made a token file or a generator's tokens
-        (two checkpoints of one config give different token meanings; the config cannot tell)."""
+    # the quantizer's usage counters change whenever it runs in training mode; they never change a token
+    COUNTERS = ("quantizer.usage_counts", "quantizer.steps_since_used")
+
+    def _hash(self, keep) -> str:
         h = hashlib.sha256()
         for k, v in sorted(self.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+            if keep(k):
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def token_weights_hash(self) -> str:
+        """A short SHA-256 of the weights that decide the tokens and their latent (encoder and
+        quantizer: codebook and ``phi``), without the usage counters."""
+        return self._hash(lambda k: k.startswith(("encoder.", "quantizer.")) and k not in self.COUNTERS)
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of all weights: which VQVAE made a token file or a generator's tokens
+        (two checkpoints of one config give different token meanings; the config cannot tell).
+
+        A decoder fine-tune (``vqvae_train.train_vqvae(decoder_only=True)``) keeps its base's
+        encoder and quantizer, so its tokens are the base's tokens: it records the base's
+        fingerprint in ``tokens_of`` and answers with it for as long as ``token_weights_hash``
+        still matches the base's. Any change to those weights gives a fingerprint of its own.
+        """
+        t = self.tokens_of
+        if t and t.get("weights") == self.token_weights_hash():
+            return str(t["fingerprint"])
+        return self._hash(lambda k: True)
 
     def save_pretrained(self, folder) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed)."""
@@ -198,7 +221,10 @@ class SAR3DVQVAE(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         tmp_weights, tmp_config = folder / f".{WEIGHTS_NAME}.tmp", folder / f".{CONFIG_NAME}.tmp"
         save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
-        tmp_config.write_text(json.dumps({"format": FORMAT, "config": self.cfg.to_dict()}, indent=2))
+        meta = {"format": FORMAT, "config": self.cfg.to_dict()}
+        if self.tokens_of:
+            meta["tokens_of"] = self.tokens_of
+        tmp_config.write_text(json.dumps(meta, indent=2))
         os.replace(tmp_weights, folder / WEIGHTS_NAME)  # rename last: no half-written checkpoint
         os.replace(tmp_config, folder / CONFIG_NAME)
         return folder
@@ -246,4 +272,8 @@ class SAR3DVQVAE(nn.Module):
                    if any(k.startswith(("encoder.colour.", "decoder.colour.")) for k in missing + unexpected)
                    else ""))
         model.load_state_dict(tensors)
+        tokens_of = meta.get("tokens_of")
+        if tokens_of is not None and not (isinstance(tokens_of, dict) and {"fingerprint", "weights"} <= set(tokens_of)):
+            raise ValueError(f"{folder / CONFIG_NAME} has a 'tokens_of' entry without 'fingerprint' and 'weights'")
+        model.tokens_of = tokens_of
         return model

@@ -53,7 +53,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -465,18 +465,41 @@ def init_from(init, scales=None) -> SAR3DVQVAE:
     return other
 
 
+def freeze_tokens(model: SAR3DVQVAE, base: str) -> dict:
+    """Freeze ``model``'s encoder and quantizer, so that it writes and reads the tokens of the
+    checkpoint it was loaded from (``base``), and record that base in ``model.tokens_of``.
+
+    What is left to train is the decoder and the field, i.e. how a token map becomes a 3D
+    object: every token file and every model trained on those tokens (the generators, the
+    captioner) stays valid, and a better decoder improves them all without retraining them.
+    """
+    model.tokens_of = {"fingerprint": model.fingerprint(), "weights": model.token_weights_hash(), "checkpoint": str(base)}
+    model.encoder.requires_grad_(False)
+    model.quantizer.requires_grad_(False)
+    return model.tokens_of
+
+
 def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: ObjectiveSettings | None = None,
-                resume: bool = False, export=None, init=None) -> dict:
+                resume: bool = False, export=None, init=None, decoder_only: bool = False) -> dict:
     """Train the VQVAE on ``data`` (a built procedural folder or chunk folders, all 12 views
     supervised) with ``training.train``; export the VQVAE to ``export`` when given.
 
     ``init``: a VQVAE checkpoint folder to start from (fine-tuning), under ``cfg``'s schedule
-    (``init_from``); ignored on resume. Returns a summary (steps, seconds, LPIPS status, final losses).
+    (``init_from``); ignored on resume. ``decoder_only``: fine-tune the decoder and field of
+    ``init`` with its encoder and quantizer frozen (``freeze_tokens``; no dead-code resets, no
+    colour readout, which reads the frozen latent): the result reads and writes ``init``'s
+    tokens and carries its fingerprint. Returns a summary (steps, seconds, LPIPS status, final losses).
     """
     settings = settings or ObjectiveSettings()
+    if decoder_only and not init:
+        raise ValueError("a decoder-only fine-tune needs the VQVAE whose tokens it keeps: pass --init FOLDER")
     t0 = time.perf_counter()
     model = init_from(init, cfg.scales) if init else SAR3DVQVAE(cfg)
     cfg = model.cfg
+    tokens_of = None
+    if decoder_only:
+        tokens_of = freeze_tokens(model, init)
+        settings = replace(settings, dead_code_every=0, readout_weight=0.0)
     objective = VQVAEObjective(model, settings)
     dataset = MultiViewDataset(data, size=cfg.image_size, target_views=SUPERVISED_VIEWS)
     packed = PackedDataset(dataset)
@@ -485,7 +508,8 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     out_dir = Path(train_cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "objective.json").write_text(json.dumps(
-        {"model_config": cfg.to_dict(), "objective": asdict(settings), "lpips": objective.lpips_status}, indent=2))
+        {"model_config": cfg.to_dict(), "objective": asdict(settings), "lpips": objective.lpips_status,
+         "tokens_of": tokens_of}, indent=2))
 
     def loss_fn(net, batch, step):
         inner = net.module if hasattr(net, "module") else net
@@ -497,6 +521,8 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     t1 = time.perf_counter()
     rows = train(objective, packed, loss_fn, train_cfg, resume=resume)
     t_train = time.perf_counter() - t1
+    if tokens_of is not None and model.fingerprint() != tokens_of["fingerprint"]:  # the promise, checked
+        raise RuntimeError("the decoder-only fine-tune changed the encoder or the quantizer: its tokens are not the base's")
     if export and is_main_process():  # one writer under DDP: the ranks hold the same weights
         model.save_pretrained(export)
     summary = {"steps": train_cfg.steps, "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1),
@@ -521,6 +547,7 @@ def load_run_checkpoint(run_dir, folder=None) -> tuple[SAR3DVQVAE, dict]:
     meta = json.loads((Path(run_dir) / "objective.json").read_text())
     model = SAR3DVQVAE(SAR3DConfig.from_dict(meta["model_config"]))
     state = load_checkpoint(folder, VQVAEObjective(model, ObjectiveSettings(**meta["objective"])))
+    model.tokens_of = meta.get("tokens_of")
     return model, state
 
 

@@ -256,6 +256,36 @@ def test_train_vqvae_runs_exports_and_resumes(tmp_path, capsys):
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
+def test_decoder_only_fine_tune_keeps_the_tokens_and_the_fingerprint(tmp_path):
+    cfg = small_config()
+    base_dir = SAR3DVQVAE(cfg).save_pretrained(tmp_path / "base")
+    base = SAR3DVQVAE.from_pretrained(base_dir)
+    settings = ObjectiveSettings(rays=32, patch=8, gan_start=1, occupancy_points=32, dead_code_every=1,
+                                 readout_weight=1.0)
+    with pytest.raises(ValueError, match="--init"):
+        train_vqvae(SAMPLES, cfg, TrainConfig(steps=1, out_dir=str(tmp_path / "x")), settings, decoder_only=True)
+    export = tmp_path / "ft"
+    train_vqvae(SAMPLES, cfg, TrainConfig(steps=2, batch_size=2, lr=1e-2, out_dir=str(tmp_path / "run")), settings,
+                export=export, init=base_dir, decoder_only=True)
+    ft = SAR3DVQVAE.from_pretrained(export)
+    a, b = base.state_dict(), ft.state_dict()
+    token_keys = [k for k in a if k.startswith(("encoder.", "quantizer.")) and k not in SAR3DVQVAE.COUNTERS]
+    assert token_keys and all(torch.equal(a[k], b[k]) for k in token_keys)  # dead-code resets were off too
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith(("decoder.", "field.")))  # it trained
+    assert ft.fingerprint() == base.fingerprint() and ft.tokens_of["checkpoint"] == str(base_dir)
+    meta = json.loads((tmp_path / "run" / "objective.json").read_text())
+    assert meta["objective"]["readout_weight"] == 0 and meta["tokens_of"]["fingerprint"] == base.fingerprint()
+    # the same tokens: encoding one object with either gives the same ids
+    batch = batch_of(cfg)
+    with torch.no_grad():
+        ta, tb = base.eval().encode(batch["encoder_input"]).tokens, ft.eval().encode(batch["encoder_input"]).tokens
+    assert all(torch.equal(x, y) for x, y in zip(ta, tb))
+    # touching the codebook afterwards breaks the claim: the fingerprint becomes the weights' own
+    with torch.no_grad():
+        ft.quantizer.codebook.weight[0] += 1
+    assert ft.fingerprint() != base.fingerprint()
+
+
 def test_cli_train_vqvae_bad_data_is_one_line(tmp_path, capsys):
     from sar3d_core.cli import main
 
