@@ -412,7 +412,7 @@ def _cmd_train_vqvae(args) -> None:
         build_dataset(data, args.objects, size=cfg.image_size, split="train", workers=os.cpu_count() or 1)
     given = {"rays": args.rays, "gan_start": args.gan_start, "colour_weight": args.colour_weight,
              "readout_weight": args.readout_weight, "object_ray_share": args.object_ray_share,
-             "occupancy_weight": 0.0 if args.no_occupancy else None}
+             "occupancy_weight": 0.0 if args.no_occupancy else None, "supersample": args.supersample}
     settings = objective_preset(args.preset, **{k: v for k, v in given.items() if v is not None})
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device,
@@ -852,6 +852,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rays", type=int, default=512, help="random rays per object besides one 32x32 patch")
     t.add_argument("--gan-start", type=int, default=1200, help="step from which the PatchGAN term is on")
     t.add_argument("--no-occupancy", action="store_true", help="turn off the exact-occupancy 3D training aid")
+    t.add_argument("--supersample", type=int, default=None,
+                   help="render each supervised pixel as the mean of N x N sub-pixel rays, as the targets were "
+                        "rendered (default: the preset's, 1)")
     t.add_argument("--colour-weight", type=float, default=None,
                    help="weight of the exact-colour 3D training aid (0 turns it off; default: the preset's)")
     t.add_argument("--readout-weight", type=float, default=None,

@@ -101,6 +101,9 @@ class ObjectiveSettings:
     dead_code_every: int = 100  # replace unused codebook entries every N steps (0: never)
     readout_weight: float = 0.0  # the colour readout of the quantized latent (module doc); 0 turns it off
     object_ray_share: float = 0.0  # share of the random rays drawn on and near the object's mask
+    # each supervised pixel rendered as the mean of supersample x supersample sub-pixel rays, as the
+    # data builder renders its targets and vqvae_eval its images (1: one ray through the pixel centre)
+    supersample: int = 1
 
 
 # the objective options of each preset (``objective_preset``); the tiny preset's are the shipped run's
@@ -213,6 +216,22 @@ def sample_rays(mask_BV1HW: torch.Tensor, n: int, object_share: float, generator
     return torch.cat([picked, uniform[:, :n - m]], 1).to(mask_BV1HW.device)
 
 
+def subpixel_index(index_Bn: torch.Tensor, height: int, width: int, k: int) -> torch.Tensor:
+    """Pixel numbers ``(B, n)`` into the flattened ``(V, H, W)`` grid -> the numbers ``(B, n k^2)``
+    of their ``k x k`` sub-pixels in the ``(V, kH, kW)`` grid, each pixel's ``k^2`` in a row.
+
+    Rendering at ``kH x kW`` puts a ray through each sub-pixel's centre, so the mean of a pixel's
+    ``k^2`` renders is its box-filtered value, as ``vqvae.supersampled`` renders whole images.
+    """
+    v, pix = index_Bn // (height * width), index_Bn % (height * width)
+    r, c = pix // width, pix % width
+    ar = torch.arange(k, device=index_Bn.device)
+    rows = (k * r)[..., None, None] + ar[:, None]  # (B, n, k, 1)
+    cols = (k * c)[..., None, None] + ar[None, :]  # (B, n, 1, k)
+    sub = v[..., None, None] * (k * height) * (k * width) + rows * (k * width) + cols
+    return sub.reshape(index_Bn.shape[0], -1)
+
+
 def input_mean_colour(encoder_input_BV10HW: torch.Tensor) -> torch.Tensor:
     """The mean RGB of the object pixels (depth > 0) of the input views -> ``(B, 3)``."""
     rgb, hit = encoder_input_BV10HW[:, :, :3], (encoder_input_BV10HW[:, :, 3:4] > 0).to(encoder_input_BV10HW.dtype)
@@ -253,6 +272,8 @@ class VQVAEObjective(nn.Module):
                  object_of: ObjectLookup | None = None):
         super().__init__()
         self.model, self.settings = model, settings or ObjectiveSettings()
+        if int(self.settings.supersample) != self.settings.supersample or self.settings.supersample < 1:
+            raise ValueError(f"supersample={self.settings.supersample} must be a positive integer (1: one ray a pixel)")
         self.discriminator = PatchDiscriminator()
         self.readout = ColourReadout(model) if self.settings.readout_weight > 0 else None
         self.object_of = object_of or procedural_object
@@ -304,10 +325,20 @@ class VQVAEObjective(nn.Module):
         return torch.cat(parts, 1)
 
     def render_supervision(self, batch: dict, planes: torch.Tensor, generator: torch.Generator) -> dict:
-        """The feature planes rendered at the ``supervision_index`` pixels of ``batch["target_c"]``."""
+        """The feature planes rendered at the ``supervision_index`` pixels of ``batch["target_c"]``;
+        with ``supersample`` k > 1 each pixel is the mean of its k x k sub-pixel rays (``subpixel_index``)."""
         index = self.supervision_index(batch, generator).to(planes.device)
-        H = batch["target_rgb"].shape[-2]
-        return self.model.render(planes, batch["target_c"], H, index=index, generator=generator)
+        H, W = batch["target_rgb"].shape[-2:]
+        k = int(self.settings.supersample)
+        if k == 1:
+            return self.model.render(planes, batch["target_c"], H, index=index, generator=generator)
+        out = self.model.render(planes, batch["target_c"], H * k, index=subpixel_index(index, H, W, k),
+                                generator=generator)
+        B, n = index.shape
+        pool = lambda x: x.reshape(B, n, k * k, *x.shape[2:]).mean(2)  # noqa: E731
+        pix = index % (H * W)
+        return {"rgb": pool(out["rgb"]), "depth": pool(out["depth"]), "mask": pool(out["mask"]), "index": index,
+                "view": index // (H * W), "row": pix // W, "col": pix % W}
 
     def render_terms(self, batch: dict, out: dict) -> dict:
         """The MAE part of ``L_render`` on the rendered pixels: ``rgb``, ``depth``, ``mask`` and their

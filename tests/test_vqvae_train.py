@@ -256,6 +256,33 @@ def test_train_vqvae_runs_exports_and_resumes(tmp_path, capsys):
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
+def test_supersampled_supervision_matches_the_supersampled_image():
+    from sar3d_core.vqvae_train import subpixel_index
+
+    torch.manual_seed(0)
+    cfg = small_config()
+    model = SAR3DVQVAE(cfg).eval()
+    batch = batch_of(cfg)
+    H = cfg.image_size
+    # a 2x2 block of pixel (view 1, row 3, col 5) in the 2H grid: rows 6-7, cols 10-11
+    sub = subpixel_index(torch.tensor([[1 * H * H + 3 * H + 5]]), H, H, 2)
+    assert sub.tolist() == [[(4 * H * H) + 6 * 2 * H + 10, (4 * H * H) + 6 * 2 * H + 11,
+                             (4 * H * H) + 7 * 2 * H + 10, (4 * H * H) + 7 * 2 * H + 11]]
+    obj = VQVAEObjective(model, ObjectiveSettings(rays=16, patch=4, supersample=2))
+    with torch.no_grad():
+        planes = model.decode_fhat(model.encode(batch["encoder_input"]).f_hat)
+        out = obj.render_supervision(batch, planes, step_generator(1))
+        full = model.render(planes, batch["target_c"], H, supersample=2)
+    B, V = batch["target_c"].shape[:2]
+    for k in ("rgb", "depth", "mask"):
+        img = full[k].permute(0, 1, 3, 4, 2) if k == "rgb" else full[k].squeeze(2)
+        want = img.reshape(B, V * H * H, -1).gather(1, out["index"][..., None].expand(-1, -1, img.shape[-1] if k == "rgb" else 1))
+        assert torch.allclose(out[k].reshape(want.shape), want, atol=1e-5), k
+    assert out["rgb"].shape == (B, 16 + 16, 3)
+    with pytest.raises(ValueError, match="supersample"):
+        VQVAEObjective(model, ObjectiveSettings(supersample=0))
+
+
 def test_decoder_only_fine_tune_keeps_the_tokens_and_the_fingerprint(tmp_path):
     cfg = small_config()
     base_dir = SAR3DVQVAE(cfg).save_pretrained(tmp_path / "base")
