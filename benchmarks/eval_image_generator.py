@@ -31,11 +31,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument("--vqvae", default=None, help="decode with this VQVAE (default: the one the generator names); "
+                                                 "it must carry the generator's token fingerprint")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    out = {"checkpoint": a.checkpoint,
-           "image": evaluate_image(Pipeline.from_pretrained(a.checkpoint), Path(a.data).expanduser(), a.limit,
+    out = {"checkpoint": a.checkpoint, "vqvae": a.vqvae,
+           "image": evaluate_image(Pipeline.from_pretrained(a.checkpoint, vqvae_folder=a.vqvae), Path(a.data).expanduser(), a.limit,
                                    progress=False, seed=a.seed, candidates=a.candidates, refine_from=a.refine_from,
                                    cfg=a.cfg, cfg_schedule=a.cfg_schedule or ("constant" if a.cfg == 1 else "linear"))}
     out["seconds"] = round(time.perf_counter() - t0, 1)

@@ -31,11 +31,13 @@ def main(argv=None):
     p.add_argument("--no-points", action="store_true", help="skip COV/MMD (mesh extraction)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument("--vqvae", default=None, help="decode with this VQVAE (default: the one the generator names); "
+                                                 "it must carry the generator's token fingerprint")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    gen, featnet = Pipeline.from_pretrained(a.checkpoint), load_default()
-    out = {"checkpoint": a.checkpoint, "cfg": a.cfg, "seed": a.seed,
+    gen, featnet = Pipeline.from_pretrained(a.checkpoint, vqvae_folder=a.vqvae), load_default()
+    out = {"checkpoint": a.checkpoint, "vqvae": a.vqvae, "cfg": a.cfg, "seed": a.seed,
            "short_prompts": evaluate_short_prompts(gen, a.rounds, featnet=featnet, seed=a.seed, cfg=a.cfg,
                                                    progress=False)}
     print("short prompts", json.dumps(out["short_prompts"]))

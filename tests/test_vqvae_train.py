@@ -321,6 +321,18 @@ def test_cli_train_vqvae_bad_data_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "not a data set folder" in err[0]
 
 
+@pytest.mark.parametrize("args, message", [(["--decoder-only"], "pass --init"),
+                                           (["--supersample", "0"], "positive integer")])
+def test_cli_train_vqvae_bad_fine_tune_options_are_one_line(tmp_path, capsys, args, message):
+    from sar3d_core.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "vqvae", "--data", SAMPLES, "--steps", "1", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()  # nothing half-written
+
+
 DDP_VQVAE_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
