@@ -302,8 +302,9 @@ class SAR3DCaptioner(nn.Module):
     @torch.no_grad()
     def generate_ids(self, codes_Bn: torch.Tensor, *, greedy: bool = True, temperature: float = 1.0,
                      top_k: int = 0, top_p: float = 1.0, seed: int = 0, max_new_tokens: int | None = None,
-                     blind: bool = False) -> torch.Tensor:
-        """New token ids ``(B, <= max_new_tokens)`` from ``llm.generate`` on ``inputs_embeds`` (KV cache on)."""
+                     blind: bool = False, num_beams: int = 1) -> torch.Tensor:
+        """New token ids ``(B, <= max_new_tokens)`` from ``llm.generate`` on ``inputs_embeds`` (KV cache on);
+        ``num_beams > 1`` with ``greedy``: beam search."""
         from transformers import GenerationConfig
 
         self.eval()
@@ -311,7 +312,7 @@ class SAR3DCaptioner(nn.Module):
         ids_BT = torch.tensor(self.prompt_ids(n), device=self.codebook.device).expand(B, -1)
         emb = self.embed(ids_BT, codes_Bn, blind)
         sampling = dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p) if not greedy \
-            else dict(do_sample=False)
+            else dict(do_sample=False, num_beams=int(num_beams))
         gen = GenerationConfig(max_new_tokens=max_new_tokens or self.meta.get("max_new_tokens", 48), use_cache=True,
                                eos_token_id=self.eos_id, pad_token_id=self.pad_id, **sampling)
         with torch.random.fork_rng(devices=[]):
@@ -329,7 +330,7 @@ class SAR3DCaptioner(nn.Module):
     def caption(self, tokens, keep: int | None = None, batch_size: int = 64, **generate_kwargs) -> list[str]:
         """Captions of token sequences ``(B, L)`` / per-scale maps, from their first ``keep`` scales.
         ``generate_kwargs``: ``greedy``, ``temperature``, ``top_k``, ``top_p``, ``seed``, ``max_new_tokens``,
-        ``blind``."""
+        ``blind``, ``num_beams``."""
         codes = self.truncate(tokens, keep)
         out = []
         for i in range(0, codes.shape[0], batch_size):

@@ -223,6 +223,9 @@ def test_a_tiny_captioner_overfits_four_objects_and_greedy_generate_reproduces_t
     a, b = (cap.caption(seq, greedy=False, temperature=1.5, seed=s) for s in (0, 0))
     assert a == b
     assert cap.caption(seq, greedy=False, temperature=1e-4, seed=3) == cap.caption(seq)
+    # beam search: one beam is greedy; four beams still recover what the model learned by heart
+    assert cap.caption(seq, num_beams=1) == cap.caption(seq)
+    assert cap.caption(seq, num_beams=4) == [_normal(c) for c in captions]
 
 
 def test_stage_1_trains_the_projector_and_special_tokens_with_the_llm_frozen(vqvae, tmp_path):
