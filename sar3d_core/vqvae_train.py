@@ -502,7 +502,8 @@ def freeze_tokens(model: SAR3DVQVAE, base: str) -> dict:
 
     What is left to train is the decoder and the field, i.e. how a token map becomes a 3D
     object: every token file and every model trained on those tokens (the generators, the
-    captioner) stays valid, and a better decoder improves them all without retraining them.
+    captioner) stays valid and decodes through the new decoder without retraining. (Whether that
+    helps generation is an empirical question: RESULTS, "Fine-tuning the decoder alone".)
     """
     model.tokens_of = {"fingerprint": model.fingerprint(), "weights": model.token_weights_hash(), "checkpoint": str(base)}
     model.encoder.requires_grad_(False)
