@@ -27,12 +27,13 @@ def main(names):
         d = json.loads((OUT / f"vqvae_{name}_30.json").read_text())
         s, rows = d["summary"], d["objects"]
         diff = [b["psnr"] - a["psnr"] for a, b in zip(base, rows)]
-        se = st.stdev(diff) / len(diff) ** 0.5 if name != "shipped" else 0.0
-        gain = f"{st.mean(diff):+.2f} +- {se:.2f} ({sum(x > 0 for x in diff)}/{len(diff)})" if name != "shipped" else "-"
+        gain = "-" if name == "shipped" else (f"{st.mean(diff):+.2f} +- {st.stdev(diff) / len(diff) ** 0.5:.2f} "
+                                              f"({sum(x > 0 for x in diff)}/{len(diff)})")
         print(f"| {name} | {s['psnr']:.2f} | {gain} | {s['mask_iou']:.4f} | {s['hue_error_deg']:.1f} "
               f"| {100 * s['category_accuracy']:.1f} / {100 * s['colour_accuracy']:.1f}% |")
     print()
-    print("| decoder | category (seeds 0 / 1000) | colour | FID | COV-CD | MMD-CD x10^3 | short prompts: category (seeds) / colour (seeds) |")
+    print("| decoder | category (seeds 0 / 1000) | colour | FID | COV-CD | MMD-CD x10^3 "
+          "| short prompts: category (seeds) / colour (seeds) |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         runs = [json.loads(text_file(name, s).read_text()) for s in (0, 1000) if text_file(name, s).is_file()]
@@ -41,7 +42,8 @@ def main(names):
         t = [r["test_captions"] for r in runs]
         sp = [r["short_prompts"] for r in runs]
         j = lambda xs, f="{:.1f}": " / ".join(f.format(x) for x in xs)  # noqa: E731
-        print(f"| {name} | {j([100 * x['category_accuracy'] for x in t])}% | {j([100 * x['colour_accuracy'] for x in t])}% "
+        print(f"| {name} | {j([100 * x['category_accuracy'] for x in t])}% "
+              f"| {j([100 * x['colour_accuracy'] for x in t])}% "
               f"| {j([x['FID'] for x in t])} | {j([100 * x['COV-CD'] for x in t], '{:.0f}')}% "
               f"| {j([1000 * x['MMD-CD'] for x in t], '{:.2f}')} "
               f"| {j([100 * x['category_accuracy'] for x in sp])}% / {j([100 * x['colour_accuracy'] for x in sp])}% |")

@@ -37,7 +37,8 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     out = {"checkpoint": a.checkpoint, "vqvae": a.vqvae,
-           "image": evaluate_image(Pipeline.from_pretrained(a.checkpoint, vqvae_folder=a.vqvae), Path(a.data).expanduser(), a.limit,
+           "image": evaluate_image(Pipeline.from_pretrained(a.checkpoint, vqvae_folder=a.vqvae),
+                                   Path(a.data).expanduser(), a.limit,
                                    progress=False, seed=a.seed, candidates=a.candidates, refine_from=a.refine_from,
                                    cfg=a.cfg, cfg_schedule=a.cfg_schedule or ("constant" if a.cfg == 1 else "linear"))}
     out["seconds"] = round(time.perf_counter() - t0, 1)

@@ -505,10 +505,17 @@ def freeze_tokens(model: SAR3DVQVAE, base: str) -> dict:
     captioner) stays valid and decodes through the new decoder without retraining. (Whether that
     helps generation is an empirical question: RESULTS, "Fine-tuning the decoder alone".)
     """
-    model.tokens_of = {"fingerprint": model.fingerprint(), "weights": model.token_weights_hash(), "checkpoint": str(base)}
+    model.tokens_of = {"fingerprint": model.fingerprint(), "weights": model.token_weights_hash(),
+                       "checkpoint": str(base)}
     model.encoder.requires_grad_(False)
     model.quantizer.requires_grad_(False)
     return model.tokens_of
+
+
+def decoder_only_settings(settings: ObjectiveSettings) -> ObjectiveSettings:
+    """The objective of a decoder-only fine-tune (``freeze_tokens``): no dead-code resets, which
+    would rewrite the frozen codebook, and no colour readout, which reads the frozen latent."""
+    return replace(settings, dead_code_every=0, readout_weight=0.0)
 
 
 def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: ObjectiveSettings | None = None,
@@ -531,7 +538,7 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     tokens_of = None
     if decoder_only:
         tokens_of = freeze_tokens(model, init)
-        settings = replace(settings, dead_code_every=0, readout_weight=0.0)
+        settings = decoder_only_settings(settings)
     objective = VQVAEObjective(model, settings)
     dataset = MultiViewDataset(data, size=cfg.image_size, target_views=SUPERVISED_VIEWS)
     packed = PackedDataset(dataset)
@@ -554,7 +561,8 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     rows = train(objective, packed, loss_fn, train_cfg, resume=resume)
     t_train = time.perf_counter() - t1
     if tokens_of is not None and model.fingerprint() != tokens_of["fingerprint"]:  # the promise, checked
-        raise RuntimeError("the decoder-only fine-tune changed the encoder or the quantizer: its tokens are not the base's")
+        raise RuntimeError("the decoder-only fine-tune changed the encoder or the quantizer: "
+                           "its tokens are not the base's")
     if export and is_main_process():  # one writer under DDP: the ranks hold the same weights
         model.save_pretrained(export)
     summary = {"steps": train_cfg.steps, "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1),

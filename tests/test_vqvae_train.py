@@ -276,7 +276,8 @@ def test_supersampled_supervision_matches_the_supersampled_image():
     B, V = batch["target_c"].shape[:2]
     for k in ("rgb", "depth", "mask"):
         img = full[k].permute(0, 1, 3, 4, 2) if k == "rgb" else full[k].squeeze(2)
-        want = img.reshape(B, V * H * H, -1).gather(1, out["index"][..., None].expand(-1, -1, img.shape[-1] if k == "rgb" else 1))
+        channels = img.shape[-1] if k == "rgb" else 1
+        want = img.reshape(B, V * H * H, -1).gather(1, out["index"][..., None].expand(-1, -1, channels))
         assert torch.allclose(out[k].reshape(want.shape), want, atol=1e-5), k
     assert out["rgb"].shape == (B, 16 + 16, 3)
     with pytest.raises(ValueError, match="supersample"):

@@ -11,7 +11,8 @@ import torch
 
 from sar3d_core.data import MultiViewDataset, default_cache_dir
 from sar3d_core.vqvae import SAR3DVQVAE
-from sar3d_core.vqvae_train import SUPERVISED_VIEWS, VQVAEObjective, freeze_tokens, objective_preset
+from sar3d_core.vqvae_train import (SUPERVISED_VIEWS, VQVAEObjective, decoder_only_settings, freeze_tokens,
+                                    objective_preset)
 
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=6)
@@ -27,7 +28,7 @@ for name in ("full", "decoder_only"):
     settings = objective_preset("tiny", gan_start=0 if a.gan else 10**9)
     if name == "decoder_only":
         freeze_tokens(model, ckpt)
-        settings.dead_code_every, settings.readout_weight = 0, 0.0
+        settings = decoder_only_settings(settings)
     objectives[name] = VQVAEObjective(model, settings).train()
 times = {k: [] for k in objectives}
 for i, batch in enumerate(batches):
