@@ -202,17 +202,19 @@ def lift_to_planes(rgb_BV3HW: torch.Tensor, depth_BVHW: torch.Tensor, c_BV25: to
                          f"one camera per input view")
     B, R = rgb_BV3HW.shape[0], int(resolution)
     pts_BN3 = unproject_depth(depth_BVHW.float(), c_BV25.float()).reshape(B, -1, 3)
-    rgb_BN3 = rgb_BV3HW.float().permute(0, 1, 3, 4, 2).reshape(B, -1, 3)
     valid_BN = (depth_BVHW.reshape(B, -1) > 0) & (pts_BN3.abs() <= bound).all(-1)
     cell_BN3 = ((pts_BN3 + bound) / (2 * bound) * R).floor().long().clamp(0, R - 1)
+    w_BN = valid_BN.float()
+    # the weighted values (RGB, 1, p_n / b) of every pixel, features first; only p_n changes with the plane
+    values_B5N = torch.empty(B, LIFT_FEATURES, pts_BN3.shape[1], dtype=pts_BN3.dtype, device=pts_BN3.device)
+    values_B5N[:, :3] = rgb_BV3HW.float().transpose(1, 2).reshape(B, 3, -1) * w_BN[:, None]
+    values_B5N[:, 3] = w_BN
     maps = []
     for u, v, n in LIFT_AXES:
         index_BN = cell_BN3[..., v] * R + cell_BN3[..., u]  # row-major (v rows, u columns)
-        w_BN = valid_BN.float()
-        values_BN5 = torch.cat([rgb_BN3, torch.ones_like(w_BN)[..., None], (pts_BN3[..., n] / bound)[..., None]], -1)
-        acc_B5M = torch.zeros(B, LIFT_FEATURES, R * R, dtype=values_BN5.dtype, device=values_BN5.device)
-        acc_B5M.scatter_add_(2, index_BN[:, None].expand(-1, LIFT_FEATURES, -1),
-                             (values_BN5 * w_BN[..., None]).transpose(1, 2))
+        values_B5N[:, 4] = pts_BN3[..., n] / bound * w_BN
+        acc_B5M = torch.zeros(B, LIFT_FEATURES, R * R, dtype=values_B5N.dtype, device=values_B5N.device)
+        acc_B5M.scatter_add_(2, index_BN[:, None].expand(-1, LIFT_FEATURES, -1), values_B5N)
         count_B1M = acc_B5M[:, 3:4]
         mean_B5M = acc_B5M / count_B1M.clamp(min=1.0)
         mean_B5M[:, 3:4] = 1 - torch.exp(-count_B1M / 4)

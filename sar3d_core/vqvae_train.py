@@ -206,14 +206,17 @@ def sample_rays(mask_BV1HW: torch.Tensor, n: int, object_share: float, generator
     uniformly over all pixels (an object with too few such pixels takes uniform ones instead)."""
     B, V, _, H, W = mask_BV1HW.shape
     m = round(n * float(object_share))
-    uniform = torch.rand(B, V * H * W, generator=generator).argsort(-1)
+    # the pixels of the smallest uniform numbers: a draw without replacement (topk, not a full
+    # argsort: the same pixels in the same order, at a tenth of the cost on 12 x 64 x 64 pixels)
+    uniform = torch.rand(B, V * H * W, generator=generator)
     if m <= 0:
-        return uniform[:, :n].to(mask_BV1HW.device)
+        return uniform.topk(n, -1, largest=False).indices.to(mask_BV1HW.device)
+    uniform = uniform.topk(n - m, -1, largest=False).indices if n > m else uniform[:, :0].long()
     near = F.max_pool2d((mask_BV1HW.flatten(0, 1) > 0.5).float(), 5, stride=1, padding=2).reshape(B, -1).cpu()
     # random order among the near pixels first, then the rest: the first m are near ones while there are enough
     scores = torch.rand(B, V * H * W, generator=generator) + near
-    picked = scores.argsort(-1, descending=True)[:, :m]
-    return torch.cat([picked, uniform[:, :n - m]], 1).to(mask_BV1HW.device)
+    picked = scores.topk(m, -1).indices
+    return torch.cat([picked, uniform], 1).to(mask_BV1HW.device)
 
 
 def subpixel_index(index_Bn: torch.Tensor, height: int, width: int, k: int) -> torch.Tensor:

@@ -213,3 +213,23 @@ def test_concatenated_plane_features_keep_each_plane_and_sum_to_the_default():
     assert all(planes.grad[:, p].abs().sum() > 0 for p in range(3))
     with pytest.raises(ValueError, match="plane_merge"):
         TriplaneField(6, plane_merge="mean")
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_sample_rays_draws_the_pixels_a_full_argsort_would(share):
+    # the draw takes the pixels of the smallest uniform numbers (and the largest near-object
+    # scores) by topk; a full argsort of the same numbers picks the same pixels
+    mask = (torch.rand(3, 12, 1, 16, 16, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    n = 200
+    got = sample_rays(mask, n, share, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    m = round(n * share)
+    uniform = torch.rand(3, 12 * 16 * 16, generator=g).argsort(-1)[:, :n - m]
+    if m:
+        near = torch.nn.functional.max_pool2d(mask.flatten(0, 1), 5, 1, 2).reshape(3, -1)
+        picked = (torch.rand(3, 12 * 16 * 16, generator=g) + near).argsort(-1, descending=True)[:, :m]
+        uniform = torch.cat([picked, uniform], 1)
+    assert got.shape == (3, n) and got.dtype == torch.long
+    assert torch.equal(got[:, :m].sort(1).values, uniform[:, :m].sort(1).values)
+    assert torch.equal(got[:, m:].sort(1).values, uniform[:, m:].sort(1).values)
+    assert all(len(set(row.tolist())) == n - m for row in got[:, m:])  # the uniform part: without replacement
