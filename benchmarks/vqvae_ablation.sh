@@ -2,7 +2,8 @@
 # Ablation of the VQVAE's additions at a fixed budget (same data, steps, batch and seed):
 #   base (the tiny preset without them) -> + lifting -> + colour fix (readout, decoder skip) -> + l2 codes
 #   -> + official loss weights and rays near the object (= the tiny preset), and the preset with one
-#   thing removed at a time. Each run is scored with vqvae_eval (anti-aliased, oracle, hue, featnet).
+#   thing removed at a time; preset_fp32 (the preset again, a same-session baseline) against preset_bf16
+#   (bf16 autocast on the CPU). Each run is scored with vqvae_eval (anti-aliased, oracle, hue, featnet).
 # Usage: benchmarks/vqvae_ablation.sh STEPS SEED [VARIANT ...]   (results: runs/ablation/*/eval.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,8 @@ declare -A EXTRA=(
   [preset_no_lift]="{\"encoder\": {\"lift_resolution\": 0}}"
   [preset_no_colour_fix]="{\"triplane\": {\"colour_skip\": false}}"
   [preset_concat]="{\"triplane\": {\"plane_merge\": \"concat\"}}"
+  [preset_fp32]="{}"
+  [preset_bf16]="{}"
 )
 declare -A OPTS=(
   [base]="--readout-weight 0 --object-ray-share 0"
@@ -46,6 +49,8 @@ declare -A OPTS=(
   [preset_no_lift]=""
   [preset_no_colour_fix]="--readout-weight 0"
   [preset_concat]=""
+  [preset_fp32]=""
+  [preset_bf16]="--bf16-cpu"
 )
 VARIANTS=("$@"); [ ${#VARIANTS[@]} -eq 0 ] && VARIANTS=(base lift lift_colour lift_colour_l2 preset)
 for v in "${VARIANTS[@]}"; do

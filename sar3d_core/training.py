@@ -67,6 +67,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"  # "auto": cuda if available, else cpu
     bf16: bool = True  # bf16 autocast, used on CUDA only
+    cpu_bf16: bool = False  # bf16 autocast on the CPU too (pays on CPUs with AMX or AVX512-BF16 kernels)
     betas: tuple = (0.9, 0.95)
     # linear learning-rate decay: constant ``lr`` up to step ``lr_decay_from * steps``, then a straight
     # line to ``lr * lr_final`` at the last step (1.0 and 1.0: constant throughout)
@@ -416,8 +417,9 @@ def _optimizer_step(net, model, optimizer, loss_fn, batch, step: Step, run: _Run
     cfg = run.cfg
     torch.manual_seed(derive_seed(cfg.seed, "global", int(step), run.rank))  # nn.Dropout etc.
     net.train()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" and cfg.bf16 \
-        else nullcontext()
+    autocast = nullcontext()
+    if (run.device.type == "cuda" and cfg.bf16) or (run.device.type == "cpu" and cfg.cpu_bf16):
+        autocast = torch.autocast(run.device.type, dtype=torch.bfloat16)
     with autocast:
         out = loss_fn(net, _to_device(batch, run.device), step)
     optimizer.zero_grad(set_to_none=True)

@@ -330,3 +330,21 @@ def test_one_cycle_schedule_is_torchs_one_cycle_lr():
         check_config(TrainConfig(steps=40, schedule="one-cycle", warmup=0.0))
     short = TrainConfig(steps=4, lr=1e-3, warmup=0.15, schedule="one-cycle")  # warm-up under one step: decay only
     assert short.lr_at(1) < 1e-3 and short.lr_at(4) == pytest.approx(1e-3 / 25e4)
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_cpu_bf16_runs_the_forward_under_bf16_autocast_and_keeps_float32_weights(tmp_path, cpu_bf16):
+    seen = []
+
+    def loss(model, batch, step):
+        x, y = batch
+        pred = model(x)
+        seen.append((torch.is_autocast_enabled("cpu"), pred.dtype))
+        return {"loss": ((pred.float() - y) ** 2).mean()}
+
+    model = toy_model()
+    train(model, toy_dataset(), loss, config(tmp_path / "run", steps=3, cpu_bf16=cpu_bf16, device="cpu"))
+    expected = torch.bfloat16 if cpu_bf16 else torch.float32
+    assert seen == [(cpu_bf16, expected)] * 3
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert json.loads((find_checkpoint(tmp_path / "run") / "config.json").read_text())["cpu_bf16"] is cpu_bf16
