@@ -58,6 +58,11 @@ class TriplaneSettings:
     # path from the latent's colour to the field's colour input (our addition; off in the presets)
     colour_skip: bool = False
     plane_merge: str = "sum"  # how the field combines the three planes' features: "sum" or "concat"
+    # > 0: that many transformer blocks on the latent grid right after the decoder's first conv, alternating
+    # attention within each plane and across all three planes' cells (the official decoder's DiT blocks mix
+    # the planes this way); 0 in the presets (an option; see PlaneAttentionBlock)
+    attention_blocks: int = 0
+    attention_heads: int = 4
 
     @classmethod
     def paper(cls) -> "TriplaneSettings":
@@ -68,6 +73,39 @@ class TriplaneSettings:
     def from_config(cls, cfg: SAR3DConfig) -> "TriplaneSettings":
         """The preset of ``cfg.name``, overridden by ``cfg.extra["triplane"]`` (a dict)."""
         return component_settings(cls, cfg, "triplane")
+
+
+class PlaneAttentionBlock(nn.Module):
+    """A pre-norm transformer block over the cells of a triplane ``(B, 3, C, h, w)``.
+
+    ``across_planes=False``: each plane's ``h w`` cells attend to each other (one sequence per
+    plane); ``True``: all ``3 h w`` cells of an object form one sequence, so a cell of the xy
+    plane can read the xz and yz cells that share its x or y. The official SAR3D decoder (a DiT
+    on the LN3Diff triplane) alternates the two; its positions come from ``pos`` (learned, one
+    vector per plane cell). Attention output and MLP output start at zero, so a fresh block is
+    the identity and the decoder starts as the plain conv stack.
+    """
+
+    def __init__(self, width: int, heads: int, across_planes: bool):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"attention width {width} is not divisible by attention_heads={heads}")
+        self.across_planes = across_planes
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        for out in (self.attn.out_proj, self.mlp[-1]):
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+
+    def forward(self, x_B3Chw: torch.Tensor) -> torch.Tensor:
+        B, P, C, h, w = x_B3Chw.shape
+        t = x_B3Chw.permute(0, 1, 3, 4, 2)  # (B, 3, h, w, C)
+        t = t.reshape(B, P * h * w, C) if self.across_planes else t.reshape(B * P, h * w, C)
+        y = self.norm1(t)
+        t = t + self.attn(y, y, y, need_weights=False)[0]
+        t = t + self.mlp(self.norm2(t))
+        return t.reshape(B, P, h, w, C).permute(0, 1, 4, 2, 3)
 
 
 class TriplaneDecoder(nn.Module):
@@ -85,7 +123,8 @@ class TriplaneDecoder(nn.Module):
 
     def __init__(self, latent_channels: int, feature_channels: int, decoder_channels=(32, 32, 32),
                  colour_latent_channels: int = 0, colour_feature_channels: int = 0, colour_decoder_channels=(16, 16, 16),
-                 colour_skip: bool = False):
+                 colour_skip: bool = False, attention_blocks: int = 0, attention_heads: int = 4,
+                 latent_size: int | None = None):
         super().__init__()
         if len(decoder_channels) < 1:
             raise ValueError("decoder_channels needs at least one width")
@@ -118,12 +157,21 @@ class TriplaneDecoder(nn.Module):
                 nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU(),
             ))
         self.conv_out = nn.Conv2d(decoder_channels[-1], feature_channels, 3, padding=1)
+        # the geometry stream's optional transformer blocks on the latent grid, within / across planes in turn
+        self.blocks = nn.ModuleList(PlaneAttentionBlock(decoder_channels[0], attention_heads, across_planes=k % 2 == 1)
+                                    for k in range(int(attention_blocks)))
+        self.pos = None
+        if self.blocks:
+            if not latent_size:
+                raise ValueError("attention_blocks > 0 needs latent_size (the latent grid's side) for its positions")
+            self.pos = nn.Parameter(0.02 * torch.randn(NUM_PLANES, decoder_channels[0], latent_size, latent_size))
 
     @classmethod
     def from_config(cls, cfg: SAR3DConfig, settings: TriplaneSettings | None = None) -> "TriplaneDecoder":
         s = settings or TriplaneSettings.from_config(cfg)
         return cls(cfg.latent_channels, s.feature_channels, s.decoder_channels, s.colour_latent_channels,
-                   s.colour_channels if s.colour_latent_channels else 0, s.colour_decoder_channels, s.colour_skip)
+                   s.colour_channels if s.colour_latent_channels else 0, s.colour_decoder_channels, s.colour_skip,
+                   s.attention_blocks, s.attention_heads, cfg.latent_size)
 
     def forward(self, f_B3Chw: torch.Tensor) -> torch.Tensor:
         if f_B3Chw.ndim != 5 or f_B3Chw.shape[1] != NUM_PLANES or f_B3Chw.shape[2] != self.latent_channels:
@@ -142,6 +190,15 @@ class TriplaneDecoder(nn.Module):
         B = f_B3Chw.shape[0]
         x = f_B3Chw.flatten(0, 1)  # (B*3, C, h, w): one conv stack shared by the planes
         x = F.silu(self.conv_in(x))
+        if self.blocks:
+            x = x.unflatten(0, (B, NUM_PLANES))
+            if x.shape[-2:] != self.pos.shape[-2:]:
+                raise ValueError(f"latent grid {tuple(x.shape[-2:])} does not match the attention positions "
+                                 f"{tuple(self.pos.shape[-2:])} (latent_size)")
+            x = x + self.pos
+            for block in self.blocks:
+                x = block(x)
+            x = x.flatten(0, 1)
         for stage in self.stages:
             x = stage(x)
         x = self.conv_out(x)  # (B*3, F, H', W')

@@ -348,3 +348,46 @@ def test_two_stream_decoder_refuses_bad_settings():
     with pytest.raises(ValueError, match="widths"):
         TriplaneDecoder(8, 16, (32, 32, 32), colour_latent_channels=4, colour_feature_channels=4,
                         colour_decoder_channels=(16, 16))
+
+
+def test_attention_decoder_starts_as_the_conv_stack_and_mixes_planes_only_across():
+    """The optional DiT-like blocks: zero-initialised outputs make a fresh decoder (positions zeroed) the plain
+    conv stack; a within-plane block never lets one plane's cells reach another's, an across-plane block does."""
+    from sar3d_core.triplane import PlaneAttentionBlock
+    torch.manual_seed(0)
+    plain = TriplaneDecoder(8, 16, (8, 8, 8))
+    attn = TriplaneDecoder(8, 16, (8, 8, 8), attention_blocks=2, attention_heads=2, latent_size=4)
+    missing, unexpected = attn.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k == "pos" or k.startswith("blocks.") for k in missing)
+    f = torch.randn(2, 3, 8, 4, 4)
+    with torch.no_grad():
+        attn.pos.zero_()
+    torch.testing.assert_close(attn(f), plain(f))
+    assert [b.across_planes for b in attn.blocks] == [False, True]
+
+    x = torch.randn(1, 3, 8, 4, 4)
+    x2 = x.clone()
+    x2[:, 0] += torch.randn(8, 4, 4)  # change the xy plane only
+    for across in (False, True):
+        block = PlaneAttentionBlock(8, 2, across_planes=across)
+        for p in block.parameters():  # leave the zero start: outputs must depend on the input
+            torch.nn.init.normal_(p, std=0.3)
+        with torch.no_grad():
+            d = (block(x2) - block(x)).abs().flatten(2).amax(-1)[0]  # (3,) change per plane
+        assert d[0] > 1e-3
+        assert (d[1:] > 1e-3).all() if across else (d[1:] == 0).all()
+
+
+def test_attention_decoder_from_the_config_trains_its_blocks():
+    from sar3d_core.vqvae import SAR3DVQVAE
+    cfg = SAR3DConfig.tiny()
+    cfg.extra = {**cfg.extra, "triplane": {**cfg.extra.get("triplane", {}), "attention_blocks": 2}}
+    dec = SAR3DVQVAE(cfg).decoder
+    assert len(dec.blocks) == 2 and dec.pos.shape == (3, TriplaneSettings.from_config(cfg).decoder_channels[0], 8, 8)
+    f = torch.randn(2, 3, cfg.latent_channels, 8, 8)
+    dec(f).square().mean().backward()
+    assert dec.blocks[0].attn.out_proj.weight.grad.abs().sum() > 0  # zero-initialised, but it learns
+    with pytest.raises(ValueError, match="latent_size"):
+        TriplaneDecoder(8, 16, (8, 8, 8), attention_blocks=1)
+    with pytest.raises(ValueError, match="divisible"):
+        TriplaneDecoder(8, 16, (8, 8, 8), attention_blocks=1, attention_heads=3, latent_size=4)
