@@ -20,6 +20,10 @@ Conventions (DESIGN.md §4):
   the mean), so the MLP input has ``F`` channels whatever the number of planes; or, with
   ``plane_merge="concat"`` (the official SAR3D decoder's choice), concatenated: ``3 F``
   channels, which keeps which plane a feature came from.
+* The decoder is plane-wise convs (Fig. 2). ``attention_blocks > 0`` adds transformer blocks on
+  the latent grid that mix cells within and across planes (``PlaneAttentionBlock``), after the
+  official decoder's DiT blocks; an option, off in both presets: at the tiny preset's budget it
+  did not beat the conv stack (docs/RESULTS.md, the VQVAE ablation).
 * Distances ``t`` are along unit world rays (``cameras.camera_rays``); ``render_images`` and
   ``render_pixels`` convert the depth they return to planar camera z with
   ``cameras.ray_depth_scale``.
