@@ -3,8 +3,8 @@
 #   base (the tiny preset without them) -> + lifting -> + colour fix (readout, decoder skip) -> + l2 codes
 #   -> + official loss weights and rays near the object (= the tiny preset), and the preset with one
 #   thing removed at a time; preset_fp32 (the preset again, a same-session baseline) against preset_bf16
-#   (bf16 autocast on the CPU); preset_concat / preset_attn / preset_concat_attn: the planes concatenated
-#   (official) instead of summed, two DiT-like blocks in the decoder (within / across planes), both;
+#   (bf16 autocast on the CPU); preset_concat / preset_attn: the planes concatenated (official) instead of
+#   summed, two DiT-like blocks in the decoder (within / across planes);
 #   preset_up64: one more upsampling stage in both decoder streams, 64 x 64 feature planes instead of 32 x 32.
 #   Each run is scored with vqvae_eval (anti-aliased, oracle, hue, featnet).
 # Usage: benchmarks/vqvae_ablation.sh STEPS SEED [VARIANT ...]   (results: runs/ablation/*/eval.json)
@@ -41,7 +41,6 @@ declare -A EXTRA=(
   [preset_no_colour_fix]="{\"triplane\": {\"colour_skip\": false}}"
   [preset_concat]="{\"triplane\": {\"plane_merge\": \"concat\"}}"
   [preset_attn]="{\"triplane\": {\"attention_blocks\": 2}}"
-  [preset_concat_attn]="{\"triplane\": {\"plane_merge\": \"concat\", \"attention_blocks\": 2}}"
   [preset_up64]="{\"triplane\": {\"decoder_channels\": [32, 32, 32, 16], \"colour_decoder_channels\": [16, 16, 16, 16]}}"
   [preset_fp32]="{}"
   [preset_bf16]="{}"
@@ -56,7 +55,6 @@ declare -A OPTS=(
   [preset_no_colour_fix]="--readout-weight 0"
   [preset_concat]=""
   [preset_attn]=""
-  [preset_concat_attn]=""
   [preset_up64]=""
   [preset_fp32]=""
   [preset_bf16]="--bf16-cpu"

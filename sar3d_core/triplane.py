@@ -85,8 +85,8 @@ class PlaneAttentionBlock(nn.Module):
     ``across_planes=False``: each plane's ``h w`` cells attend to each other (one sequence per
     plane); ``True``: all ``3 h w`` cells of an object form one sequence, so a cell of the xy
     plane can read the xz and yz cells that share its x or y. The official SAR3D decoder (a DiT
-    on the LN3Diff triplane) alternates the two; its positions come from ``pos`` (learned, one
-    vector per plane cell). Attention output and MLP output start at zero, so a fresh block is
+    on the LN3Diff triplane) alternates the two; the decoder adds learned positions (``pos``, one
+    vector per plane cell) before its first block. Attention output and MLP output start at zero, so a fresh block is
     the identity and the decoder starts as the plain conv stack.
     """
 

@@ -10,6 +10,7 @@ a model of its own. Also printed: the residual ``||f - f_hat_k|| / ||f||`` after
 """
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from sar3d_core.vqvae import SAR3DVQVAE
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="data_samples/vqvae_tiny_lift")
-    ap.add_argument("--data", default=str(__import__("pathlib").Path.home() / ".cache/sar3d/proc_test_64"))
+    ap.add_argument("--data", default=str(Path.home() / ".cache/sar3d/proc_test_64"))
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
