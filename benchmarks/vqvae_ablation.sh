@@ -5,7 +5,10 @@
 #   thing removed at a time; preset_fp32 (the preset again, a same-session baseline) against preset_bf16
 #   (bf16 autocast on the CPU); preset_concat / preset_attn: the planes concatenated (official) instead of
 #   summed, two DiT-like blocks in the decoder (within / across planes);
-#   preset_up64: one more upsampling stage in both decoder streams, 64 x 64 feature planes instead of 32 x 32.
+#   preset_up64: one more upsampling stage in both decoder streams, 64 x 64 feature planes instead of 32 x 32;
+#   preset_s48: 48 samples per ray instead of 24, in training and in the evaluation;
+#   preset_wide: the decoder's conv stacks twice as wide (64 / 32 channels) and the encoder's last stages
+#   128 channels instead of 64 (the field unchanged: it sets the step's cost).
 #   Each run is scored with vqvae_eval (anti-aliased, oracle, hue, featnet).
 # Usage: benchmarks/vqvae_ablation.sh STEPS SEED [VARIANT ...]   (results: runs/ablation/*/eval.json)
 set -euo pipefail
@@ -42,6 +45,8 @@ declare -A EXTRA=(
   [preset_concat]="{\"triplane\": {\"plane_merge\": \"concat\"}}"
   [preset_attn]="{\"triplane\": {\"attention_blocks\": 2}}"
   [preset_up64]="{\"triplane\": {\"decoder_channels\": [32, 32, 32, 16], \"colour_decoder_channels\": [16, 16, 16, 16]}}"
+  [preset_s48]="{\"triplane\": {\"num_samples\": 48}}"
+  [preset_wide]="{\"triplane\": {\"decoder_channels\": [64, 64, 64], \"colour_decoder_channels\": [32, 32, 32]}, \"encoder\": {\"max_channels\": 128, \"fused_channels\": 128}}"
   [preset_fp32]="{}"
   [preset_bf16]="{}"
 )
@@ -56,6 +61,8 @@ declare -A OPTS=(
   [preset_concat]=""
   [preset_attn]=""
   [preset_up64]=""
+  [preset_s48]=""
+  [preset_wide]=""
   [preset_fp32]=""
   [preset_bf16]="--bf16-cpu"
 )
