@@ -91,11 +91,13 @@ def main(argv=None):
     print(f"{len(rows)} objects, {a.checkpoint}; regions of the true mask: edge = within {a.band} px of the silhouette")
     for name, s in summary.items():
         for who in ("model", "oracle"):
-            parts = ", ".join(f"{g} {100 * s[who][g]['pixel_share']:.0f}% of pixels / {100 * s[who][g]['error_share']:.0f}% "
-                              f"of error / {s[who][g]['psnr_without']:.2f} dB without" for g in REGIONS)
-            print(f"{name:9s} ({s['objects']:3d}) {who:6s} pooled {s[who]['psnr_pooled']:.2f} dB: {parts}")
+            r = s[who]
+            parts = ", ".join(f"{g} {100 * r[g]['pixel_share']:.0f}% of pixels / {100 * r[g]['error_share']:.0f}% "
+                              f"of error / {r[g]['psnr_without']:.2f} dB without" for g in REGIONS)
+            print(f"{name:9s} ({s['objects']:3d}) {who:6s} pooled {r['psnr_pooled']:.2f} dB: {parts}")
     if a.json:
-        json.dump({"checkpoint": a.checkpoint, "band": a.band, "summary": summary, "objects": rows}, open(a.json, "w"), indent=1)
+        record = {"checkpoint": a.checkpoint, "band": a.band, "summary": summary, "objects": rows}
+        json.dump(record, open(a.json, "w"), indent=1)
     return summary
 
 
