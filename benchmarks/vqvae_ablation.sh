@@ -6,9 +6,8 @@
 #   (bf16 autocast on the CPU); preset_concat / preset_attn: the planes concatenated (official) instead of
 #   summed, two DiT-like blocks in the decoder (within / across planes);
 #   preset_up64: one more upsampling stage in both decoder streams, 64 x 64 feature planes instead of 32 x 32;
-#   preset_s48: 48 samples per ray instead of 24, in training and in the evaluation;
-#   preset_wide: the decoder's conv stacks twice as wide (64 / 32 channels) and the encoder's last stages
-#   128 channels instead of 64 (the field unchanged: it sets the step's cost).
+#   preset_s48: 48 samples per ray instead of 24, in training and in the evaluation.
+#   (Variants at the full budget: benchmarks/vqvae_full_variant.sh.)
 #   Each run is scored with vqvae_eval (anti-aliased, oracle, hue, featnet).
 # Usage: benchmarks/vqvae_ablation.sh STEPS SEED [VARIANT ...]   (results: runs/ablation/*/eval.json)
 set -euo pipefail
@@ -46,7 +45,6 @@ declare -A EXTRA=(
   [preset_attn]="{\"triplane\": {\"attention_blocks\": 2}}"
   [preset_up64]="{\"triplane\": {\"decoder_channels\": [32, 32, 32, 16], \"colour_decoder_channels\": [16, 16, 16, 16]}}"
   [preset_s48]="{\"triplane\": {\"num_samples\": 48}}"
-  [preset_wide]="{\"triplane\": {\"decoder_channels\": [64, 64, 64], \"colour_decoder_channels\": [32, 32, 32]}, \"encoder\": {\"max_channels\": 128, \"fused_channels\": 128}}"
   [preset_fp32]="{}"
   [preset_bf16]="{}"
 )
@@ -62,7 +60,6 @@ declare -A OPTS=(
   [preset_attn]=""
   [preset_up64]=""
   [preset_s48]=""
-  [preset_wide]=""
   [preset_fp32]=""
   [preset_bf16]="--bf16-cpu"
 )
