@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from sar3d_core.data import MultiViewDataset
 from sar3d_core.vqvae import SAR3DVQVAE
-from sar3d_core.vqvae_eval import EVAL_VIEWS, oracle_render
+from sar3d_core.vqvae_eval import EVAL_VIEWS, oracle_render, render_tokens
 from sar3d_core.world.objects import make_object
 
 REGIONS = ("edge", "surface", "background")
@@ -78,7 +78,7 @@ def main(argv=None):
         item = ds[i]
         obj = make_object(int(item["seed"]))
         q = model.encode(item["encoder_input"][None], item["input_c"][None])
-        out = model.render(model.decode_fhat(q.f_hat), item["target_c"][None], chunk=8192, supersample=2)
+        out = render_tokens(model, q.tokens, item["target_c"][None], supersample=2)[1]
         ref = oracle_render(obj, item["target_c"], model.cfg.image_size, model.triplane_settings.num_samples,
                             model.field.bound, 2)
         masks = regions(item["target_mask"], a.band)
