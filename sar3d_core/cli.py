@@ -374,7 +374,8 @@ def _cmd_train_featnet(args) -> None:
     from .featnet import main as train_main
 
     options = {"--out": args.out, "--objects": args.objects, "--views": args.views, "--epochs": args.epochs,
-               "--seed": args.seed, "--eval-count": args.eval_count, "--threads": args.threads}
+               "--seed": args.seed, "--batch-size": args.batch_size, "--eval-count": args.eval_count,
+               "--layout-from": args.layout_from, "--threads": args.threads}
     # only what was given: the defaults stay those of sar3d_core.featnet
     train_main([str(a) for k, v in options.items() if v is not None for a in (k, v)])
 
@@ -830,7 +831,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--views", type=_int_at_least(1), help="random views per object")
     t.add_argument("--epochs", type=_int_at_least(1), help="training epochs")
     t.add_argument("--seed", type=int, help="seed of the renders, the initialisation and the batches")
+    t.add_argument("--batch-size", type=_int_at_least(1), help="renders per step")
     t.add_argument("--eval-count", type=_int_at_least(1), help="test-split objects for the held-out accuracy")
+    t.add_argument("--layout-from", metavar="FOLDER",
+                   help="a trained v1 network: keep it frozen and train a layout branch for its colour heads (v1.1)")
     t.add_argument("--threads", type=_int_at_least(1),
                    help="torch CPU threads (the SDF renderer is fastest on one thread on a busy 2-core machine)")
     t.set_defaults(func=_cmd_train_featnet)

@@ -16,17 +16,21 @@ the category, main and second colour, pattern, finish and the category's shape a
 * Attribute accuracy of any set of renders (``attribute_accuracy``): does the render of a
   generated "red lamp with a cone shade" look like one to a classifier?
 
-Held-out accuracies of the shipped checkpoint (600 renders of test-split objects, in its
-``metrics.json``): category 0.97, main colour 0.72 (0.99 on plain objects; on a checkered
-one the two colours cover equal areas), pattern 0.71, finish 0.53 (matte vs glossy is
-chance at 64 px: ignore that head).
+The shipped checkpoint is v1.1: the v1 network (body, features, category and shape heads)
+plus a layout branch that reads the colour and pattern heads (``FeatureNet``), trained on
+top of the frozen v1. Held-out accuracies (600 renders of test-split objects, in its
+``metrics.json``): category 0.97, main colour 0.80 (v1: 0.72; 1.00 on plain objects, and on
+a checkered one the two colours cover equal areas, so the main one is a guess), pattern 0.74,
+finish 0.53 (matte vs glossy is chance at 64 px: ignore that head). v1.1's features, and so
+every FID / KID, are v1's.
 
 Never train a generator against this network (as a loss, a reward or for selection):
 a metric that has been optimised stops measuring anything (Goodhart), and this one is small
 enough to be fooled. The shipped checkpoint is ``data_samples/feature_net`` (safetensors +
-JSON config + the held-out accuracies it measured); ``python -m sar3d_core.featnet --out
-data_samples/feature_net`` retrains it, through the project's one loop ``training.train``
-(``FeatureObjective``; run folder ``runs/feature_net`` with checkpoint, log and loss curve).
+JSON config + the held-out accuracies it measured); ``TRAIN_COMMAND`` retrains it in two
+commands, v1 then its layout branch, through the project's one loop ``training.train``
+(``FeatureObjective``, then ``LayoutObjective``; run folders ``runs/feature_net`` and
+``runs/feature_net_layout`` with checkpoint, log and loss curve).
 """
 from __future__ import annotations
 
@@ -48,12 +52,17 @@ from .world import CATEGORIES, COLOURS, FINISHES, PATTERNS, make_object, objects
 
 FORMAT = "sar3d-featnet"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "data_samples" / "feature_net"
-TRAIN_COMMAND = "python -m sar3d_core.featnet --out data_samples/feature_net"
+TRAIN_COMMAND = ("python -m sar3d_core.featnet --out runs/feature_net_v1_export && python -m sar3d_core.featnet "
+                 "--layout-from runs/feature_net_v1_export --out data_samples/feature_net --epochs 20 "
+                 "--batch-size 128 --threads 2")
 DEFAULT_RUN = Path("runs") / "feature_net"  # the training run's folder (checkpoint, log.jsonl, loss.png)
+LAYOUT_RUN = Path("runs") / "feature_net_layout"  # the same for a layout branch (--layout-from)
 NONE = "none"  # the label of an absent value (the second colour of a plain object)
 GENERAL_HEADS = {"category": CATEGORIES, "colour": tuple(COLOURS), "secondary_colour": tuple(COLOURS) + (NONE,),
                  "pattern": PATTERNS, "finish": tuple(FINISHES)}
 NOT_LABELS = ("yaw_deg",)  # continuous attributes: not classified
+LAYOUT_HEADS = ("colour", "secondary_colour", "pattern")  # what the layout branch of v1.1 reads
+LAYOUT_NAME = "sar3d-featnet-v1.1 (procedural renders, 64 px; colours read from a 4 x 4 layout)"
 
 
 def label_of(value) -> str:
@@ -101,6 +110,11 @@ class FeatureNetConfig:
     widths: tuple = (16, 32, 48, 64, 96, 128, 192)
     strides: tuple = (2, 1, 2, 1, 2, 1, 2)
     heads: dict = field(default_factory=lambda: {k: list(v) for k, v in GENERAL_HEADS.items()})
+    # the layout branch (empty: none): these heads read a second conv stack whose last map is
+    # flattened, not pooled, so they see where each colour sits (see ``FeatureNet``)
+    layout_heads: tuple = ()
+    layout_widths: tuple = (32, 32, 64, 64, 128, 128, 192)
+    layout_hidden: int = 256
 
     @property
     def feature_dim(self) -> int:
@@ -112,23 +126,52 @@ class FeatureNetConfig:
         if set(d) - known or len(d.get("widths", ())) != len(d.get("strides", ())) or not heads \
                 or not all(isinstance(v, list) and v and all(isinstance(c, str) for c in v) for v in heads.values()):
             raise ValueError(f"not a FeatureNetConfig: {str(d)[:200]}")
-        d = {**d, "widths": tuple(d.get("widths", cls.widths)), "strides": tuple(d.get("strides", cls.strides))}
+        d = {**d, **{k: tuple(d.get(k, getattr(cls, k))) for k in ("widths", "strides", "layout_heads", "layout_widths")}}
+        if set(d["layout_heads"]) - set(heads) or (d["layout_heads"] and len(d["layout_widths"]) != len(d["strides"])):
+            raise ValueError(f"not a FeatureNetConfig: layout heads {d['layout_heads']} must be heads, and the "
+                             f"layout branch needs one width per stride")
         return cls(**d)
 
 
+def _conv_stack(widths, strides) -> nn.Sequential:
+    """3x3 conv (no bias), BatchNorm, ReLU per (width, stride), from RGB."""
+    layers, c_in = [], 3
+    for width, stride in zip(widths, strides):
+        layers += [nn.Conv2d(c_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        c_in = width
+    return nn.Sequential(*layers)
+
+
 class FeatureNet(nn.Module):
-    """Render -> features ``(N, D)`` -> one linear classifier per attribute head."""
+    """Render -> features ``(N, D)`` -> one linear classifier per attribute head.
+
+    With ``config.layout_heads`` (v1.1), those heads read a separate branch instead: its own
+    conv stack down to 4 x 4, flattened (not averaged), then an MLP, trained for those heads
+    alone. The main colour of a patterned object is a matter of layout and share (a gradient's
+    is the one at the bottom, stripes' the wider band), which v1's shared, pooled features read
+    poorly (``docs/notes/featnet_colour_probe.py``). The features (``features``, FID / KID) and
+    the other heads never pass through the branch, so a branch added to a trained network leaves
+    them unchanged.
+    """
 
     def __init__(self, config: FeatureNetConfig | None = None):
         super().__init__()
         self.config = config = config or FeatureNetConfig()
-        layers, c_in = [], 3
-        for width, stride in zip(config.widths, config.strides):
-            layers += [nn.Conv2d(c_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            c_in = width
-        self.body = nn.Sequential(*layers)
+        self.body = _conv_stack(config.widths, config.strides)
+        c_in = config.widths[-1]
         # module names cannot hold ".": head "lamp.shade" is module "lamp__shade"
-        self.heads = nn.ModuleDict({k.replace(".", "__"): nn.Linear(c_in, len(v)) for k, v in config.heads.items()})
+        self.heads = nn.ModuleDict({k.replace(".", "__"): nn.Linear(c_in, len(v)) for k, v in config.heads.items()
+                                    if k not in config.layout_heads})
+        if config.layout_heads:
+            side = config.image_size
+            for s in config.strides:
+                side = (side - 1) // s + 1  # a 3x3 conv with padding 1
+            self.layout = nn.Sequential(_conv_stack(config.layout_widths, config.strides), nn.Flatten(),
+                                        nn.Linear(config.layout_widths[-1] * side * side, config.layout_hidden),
+                                        nn.ReLU(inplace=True), nn.Dropout(0.3))
+            self.layout_heads = nn.ModuleDict({k.replace(".", "__"): nn.Linear(config.layout_hidden,
+                                                                               len(config.heads[k]))
+                                               for k in config.layout_heads})
 
     @property
     def name(self) -> str:
@@ -146,8 +189,11 @@ class FeatureNet(nn.Module):
 
     def forward(self, images) -> tuple[torch.Tensor, dict]:
         """``images (N, 3, H, W)`` -> (features ``(N, D)``, head name -> logits ``(N, classes)``)."""
-        f_ND = self.body(self._prepare(images).to(next(self.parameters()).device)).mean(dim=(2, 3))  # global avg pool
-        return f_ND, {k: self.heads[k.replace(".", "__")](f_ND) for k in self.config.heads}
+        x = self._prepare(images).to(next(self.parameters()).device)
+        f_ND = self.body(x).mean(dim=(2, 3))  # global avg pool
+        z = self.layout(x) if self.config.layout_heads else None
+        return f_ND, {k: self.layout_heads[k.replace(".", "__")](z) if k in self.config.layout_heads
+                      else self.heads[k.replace(".", "__")](f_ND) for k in self.config.heads}
 
     @torch.no_grad()
     def _batched(self, images, batch_size: int):
@@ -160,9 +206,18 @@ class FeatureNet(nn.Module):
         logits = {k: torch.cat([o[1][k] for o in outs]).cpu() for k in self.config.heads}
         return torch.cat([f for f, _ in outs]).cpu(), logits
 
+    @torch.no_grad()
     def features(self, images, batch_size: int = 256) -> torch.Tensor:
-        """Features ``(N, D)`` for FID / KID; images are resized to ``image_size`` when needed."""
-        return self._batched(images, batch_size)[0]
+        """Features ``(N, D)`` for FID / KID; images are resized to ``image_size`` when needed.
+        Only the body runs (never the layout branch)."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            return torch.cat([self.body(self._prepare(images[i:i + batch_size]).to(device)).mean(dim=(2, 3)).cpu()
+                              for i in range(0, len(images), batch_size)])
+        finally:
+            self.train(was_training)
 
     def predict(self, images, batch_size: int = 256) -> dict:
         """Head name -> predicted class per image; a shape head (``"lamp.shade"``) gives None
@@ -221,10 +276,10 @@ class FeatureNet(nn.Module):
 
 
 def load_default() -> FeatureNet:
-    """The shipped checkpoint ``data_samples/feature_net``, in eval mode."""
+    """The shipped checkpoint ``data_samples/feature_net`` (v1.1), in eval mode."""
     if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
         raise FileNotFoundError(f"the feature network checkpoint {DEFAULT_CHECKPOINT} is missing: "
-                                f"train it with `{TRAIN_COMMAND}` (about 15 minutes on 2 CPU cores)")
+                                f"train it with `{TRAIN_COMMAND}` (about 30 minutes on 2 CPU cores)")
     return FeatureNet.from_pretrained(DEFAULT_CHECKPOINT)
 
 
@@ -406,10 +461,50 @@ class FeatureObjective(nn.Module):
         return {"loss": _loss(logits, batch["labels"])}
 
 
-def fit_feature_net(net: FeatureNet, dataset: LabelledRenders, cfg: TrainConfig, resume: bool = False) -> list[dict]:
-    """Train ``net`` in place through ``training.train`` (``FeatureObjective``); leaves it in eval mode.
-    Returns the log rows."""
-    rows = train(FeatureObjective(net), dataset, objective_loss, cfg, resume=resume)
+class LayoutObjective(FeatureObjective):
+    """``FeatureObjective`` for a network whose body and pooled heads are frozen (a trained v1
+    network with a new layout branch): only the branch learns, and the body's BatchNorm keeps its
+    running statistics (it stays in eval mode while the loop calls ``train()``)."""
+
+    def __init__(self, net: FeatureNet):
+        super().__init__(net)
+        for p in list(net.body.parameters()) + list(net.heads.parameters()):
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.net.body.eval()
+        return self
+
+    def forward(self, batch: dict, step: int) -> dict:
+        _, logits = self.net(augment(batch["images"].float() / 255, step_generator(step)))
+        heads = list(self.net.config.heads)
+        y_NH = batch["labels"][:, [heads.index(k) for k in self.net.config.layout_heads]]
+        return {"loss": _loss({k: logits[k] for k in self.net.config.layout_heads}, y_NH)}
+
+
+def add_layout_branch(base: FeatureNet, heads=LAYOUT_HEADS, seed: int = 0, widths=None) -> FeatureNet:
+    """A v1.1 network: ``base``'s body and other heads (copied), plus a fresh layout branch for ``heads``
+    (conv ``widths``, one per stride of ``base``; default ``FeatureNetConfig.layout_widths``)."""
+    widths = tuple(widths or FeatureNetConfig.layout_widths)
+    if len(widths) != len(base.config.strides):
+        raise ValueError(f"the layout branch needs one width per stride ({len(base.config.strides)}), got {widths}")
+    config = FeatureNetConfig(**{**asdict(base.config), "name": LAYOUT_NAME, "layout_heads": tuple(heads),
+                                 "layout_widths": widths})
+    net = new_feature_net(config, seed)
+    missing, unexpected = net.load_state_dict(base.state_dict(), strict=False)
+    if any(not k.startswith("layout") for k in missing) or \
+            any(not k.startswith(tuple(f"heads.{h.replace('.', '__')}." for h in heads)) for k in unexpected):
+        raise ValueError(f"cannot add a layout branch to this network (missing {missing[:3]}, extra {unexpected[:3]})")
+    return net
+
+
+def fit_feature_net(net: FeatureNet, dataset: LabelledRenders, cfg: TrainConfig, resume: bool = False,
+                    layout_only: bool = False) -> list[dict]:
+    """Train ``net`` in place through ``training.train`` (``FeatureObjective``; ``layout_only``: the
+    layout branch alone, ``LayoutObjective``); leaves it in eval mode. Returns the log rows."""
+    objective = LayoutObjective(net) if layout_only else FeatureObjective(net)
+    rows = train(objective, dataset, objective_loss, cfg, resume=resume)
     net.eval()
     return rows
 
@@ -436,33 +531,52 @@ def new_feature_net(config: FeatureNetConfig, seed: int = 0) -> FeatureNet:
 def train_feature_net(out_folder=DEFAULT_CHECKPOINT, num_objects: int = 3000, views_per_object: int = 4,
                       epochs: int = 10, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
                       eval_count: int = 300, config: FeatureNetConfig | None = None,
-                      progress: bool = True, run_dir=DEFAULT_RUN, resume: bool = False) -> FeatureNet:
+                      progress: bool = True, run_dir=DEFAULT_RUN, resume: bool = False,
+                      layout_from=None) -> FeatureNet:
     """Render, train (``fit_feature_net``: run folder ``run_dir`` with checkpoint, ``log.jsonl`` and
     ``loss.png``; ``resume`` continues it), evaluate on the test split, save to ``out_folder``
-    (checkpoint + ``metrics.json``). Returns the trained network in eval mode."""
+    (checkpoint + ``metrics.json``). Returns the trained network in eval mode.
+
+    ``layout_from``: a trained v1 checkpoint folder; its body and heads are kept frozen and only a
+    new layout branch (``add_layout_branch``) is trained, which makes a v1.1 network with the same
+    features (FID / KID) and category heads. The renders are the same for the same arguments."""
+    base = FeatureNet.from_pretrained(layout_from) if layout_from else None  # bad input fails before rendering
+    base_metrics = None
+    if base is not None:
+        if base.config.layout_heads:
+            raise ValueError(f"{layout_from} already has a layout branch: start from a v1 network")
+        metrics_path = Path(layout_from) / "metrics.json"
+        base_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
     t0 = time.perf_counter()
     images, labels, first_render_s = training_renders(num_objects, views_per_object, seed, progress=progress)
     render_s = time.perf_counter() - t0
-    net = new_feature_net(config or FeatureNetConfig(heads=vocabularies(labels)), seed)
+    net = add_layout_branch(base, seed=seed) if base is not None else \
+        new_feature_net(config or FeatureNetConfig(heads=vocabularies(labels)), seed)
     dataset = LabelledRenders(images, _label_tensor(labels, net.config.heads))
     cfg = feature_net_train_config(len(dataset), epochs, seed, batch_size, lr, run_dir)
     if is_main_process():
         print(f"{net.name}: {sum(p.numel() for p in net.parameters())} parameters, {len(net.config.heads)} heads, "
               f"{len(images)} renders of {num_objects} train objects ({render_s:.0f} s), {cfg.steps} steps")
-    fit_feature_net(net, dataset, cfg, resume)
+    fit_feature_net(net, dataset, cfg, resume, layout_only=base is not None)
     train_s = time.perf_counter() - t0 - render_s
     if not is_main_process():  # under torchrun the ranks hold the same weights: one writer
         return net
     test = evaluate_on_split(net, "test", eval_count, progress=progress)
     test_blur = evaluate_on_split(net, "test", eval_count, blur_sigma=1.0, progress=progress)
     net.save_pretrained(out_folder)
-    metrics = {"feature_network": net.name, "command": f"python -m sar3d_core.featnet --out {out_folder} "
-               f"--objects {num_objects} --views {views_per_object} --epochs {epochs} --seed {seed}",
+    command = f"python -m sar3d_core.featnet --out {out_folder} --objects {num_objects} " \
+              f"--views {views_per_object} --epochs {epochs} --seed {seed}" + \
+              (f" --batch-size {batch_size} --layout-from {layout_from}" if base is not None else "")
+    if base_metrics:  # the body's own command first: the branch needs that network
+        command = f"{base_metrics['command']} && {command}"
+    metrics = {"feature_network": net.name, "command": command,
                "train_renders": len(images), "render_seconds": round(first_render_s or render_s),
                "train_seconds": round(train_s), "steps": cfg.steps,
                "threads": torch.get_num_threads(), "test_split": {"objects": eval_count, "views_per_object": 2},
                "test_accuracy": {k: round(v, 4) for k, v in test.items()},
                "test_accuracy_blur_sigma_1px": {k: round(v, 4) for k, v in test_blur.items()}}
+    if base_metrics:
+        metrics["base_network"] = base_metrics
     (Path(out_folder) / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     print(json.dumps({k: metrics[k] for k in ("command", "render_seconds", "train_seconds")}))
     for k in ("category", "colour", "secondary_colour", "colour_pair", "pattern", "finish", "category@heldout_pairs",
@@ -479,13 +593,18 @@ def main(argv=None) -> None:
     p.add_argument("--views", type=int, default=4, help="random views per object (default 4)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eval-count", type=int, default=300, help="test-split objects for the held-out accuracy")
+    p.add_argument("--layout-from", default=None,
+                   help="a trained v1 network: keep it frozen and train a layout branch for the colour heads (v1.1)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a busy 2-core machine the SDF renderer runs "
                         "many times faster on one thread than on two)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train_feature_net(args.out, args.objects, args.views, args.epochs, args.seed, eval_count=args.eval_count)
+    train_feature_net(args.out, args.objects, args.views, args.epochs, args.seed, batch_size=args.batch_size,
+                      eval_count=args.eval_count, layout_from=args.layout_from,
+                      run_dir=LAYOUT_RUN if args.layout_from else DEFAULT_RUN)
 
 
 if __name__ == "__main__":

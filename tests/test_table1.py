@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from sar3d_core import ar_eval
+from sar3d_core import ar_eval, featnet
 from sar3d_core.ar_eval import (
     MIN_TABLE1_OBJECTS, TABLE1_COLUMNS, Table1Row, cov_mmd_resampled, default_table1_rows, fid_weighted,
     format_table1, kid_weighted, nearest_caption, caption_words, one_nna_resampled, polynomial_kernel, table1,
@@ -63,7 +63,7 @@ def test_every_row_and_column(result):
                 assert np.isnan(row["metrics"][k]["value"])  # the real objects take no time to make
             else:
                 assert np.isfinite(row["metrics"][k]["value"]), (name, k)
-    assert result["protocol"]["feature_network"] == "sar3d-featnet-v1 (procedural renders, 64 px)"
+    assert result["protocol"]["feature_network"] == featnet.load_default().name  # the shipped judge (v1.1)
     assert result["protocol"]["condition_half"] == result["protocol"]["reference_half"] == 4
     json.dumps(result)  # the --json file
     md = format_table1(result)
