@@ -7,11 +7,12 @@ colour readers on the feature network's own training renders (``featnet.training
 renders of 300 test objects (2 views each):
 
 * ``head``: a new MLP head on the frozen feature network's last map, flattened (``--cut``
-  selects how many of its layers to keep), so the FID features stay untouched;
+  selects how many of its layers to keep) or averaged (``--pool``, as v1's own heads);
 * ``cnn``: a fresh CNN whose last 4 x 4 map is flattened (no global pooling: a gradient's
   main colour is the one at the bottom), with colour, second-colour and pattern heads.
 
     python docs/notes/featnet_colour_probe.py cnn --epochs 15 --json benchmarks/results/featnet_colour_probe_cnn.json
+    python docs/notes/featnet_colour_probe.py head [--pool] --json benchmarks/results/featnet_colour_probe_head[_pool].json
 """
 import argparse
 import collections
@@ -39,6 +40,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=("head", "cnn"))
     p.add_argument("--cut", type=int, default=21, help="head: feature-network layers kept (21: all 7 convs)")
+    p.add_argument("--pool", action="store_true", help="head: average the map first (as v1's heads) instead of flattening it")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--objects", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
@@ -59,7 +61,9 @@ def main():
         body = net.body[:a.cut]
         with torch.no_grad():
             C, H, W = body(torch.zeros(1, 3, 64, 64)).shape[1:]
-        trunk = nn.Sequential(nn.Flatten(), nn.Linear(C * H * W, 256), nn.ReLU(), nn.Dropout(0.3))
+        pool = [nn.AdaptiveAvgPool2d(1)] if a.pool else []
+        trunk = nn.Sequential(*pool, nn.Flatten(), nn.Linear(C * (1 if a.pool else H * W), 256), nn.ReLU(),
+                              nn.Dropout(0.3))
     else:
         body, trunk = nn.Identity(), colour_cnn()
     heads = nn.ModuleList([nn.Linear(256, 12), nn.Linear(256, 13), nn.Linear(256, len(PATTERNS))])
