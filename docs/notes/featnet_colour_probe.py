@@ -13,6 +13,7 @@ renders of 300 test objects (2 views each):
 
     python docs/notes/featnet_colour_probe.py cnn --epochs 15 --json benchmarks/results/featnet_colour_probe_cnn.json
     python docs/notes/featnet_colour_probe.py head [--pool] --json benchmarks/results/featnet_colour_probe_head[_pool].json
+    python docs/notes/featnet_colour_probe.py judge --judge-folder FOLDER --json ...   (an existing network, per pattern)
 """
 import argparse
 import collections
@@ -38,7 +39,9 @@ def colour_cnn(widths=(32, 32, 64, 64, 128, 128, 192), strides=(2, 1, 2, 1, 2, 1
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=("head", "cnn"))
+    p.add_argument("mode", choices=("head", "cnn", "judge"),
+                   help="judge: score the main-colour head of the network in --judge-folder, per pattern, and stop")
+    p.add_argument("--judge-folder", default=None, help="judge: a feature network checkpoint folder")
     p.add_argument("--cut", type=int, default=21, help="head: feature-network layers kept (21: all 7 convs)")
     p.add_argument("--pool", action="store_true", help="head: average the map first (as v1's heads) instead of flattening it")
     p.add_argument("--epochs", type=int, default=8)
@@ -50,6 +53,21 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    if a.mode == "judge":
+        net = featnet.FeatureNet.from_pretrained(a.judge_folder)
+        objs = objects_in_split("test", 300)
+        test = featnet.render_objects(objs, 2, seed=1, size=64, progress=False).float() / 255
+        pred = net.predict(test)["colour"]
+        by = collections.defaultdict(list)
+        for i, o in enumerate(o for o in objs for _ in range(2)):
+            by[o.attributes["pattern"]].append(pred[i] == o.attributes["colour"])
+        row = {"judge": net.name, "colour": round(float(np.mean([v for vs in by.values() for v in vs])), 4),
+               "by_pattern": {k: round(float(np.mean(v)), 3) for k, v in by.items()}}
+        print(json.dumps(row))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(row, f, indent=1)
+        return
     net = featnet.load_default().eval()
     for q in net.parameters():
         q.requires_grad_(False)
