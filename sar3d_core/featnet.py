@@ -11,8 +11,9 @@ the category, main and second colour, pattern, finish and the category's shape a
 * FID / KID features when Inception weights are absent: ``net.features(images) -> (N, D)``,
   the globally pooled last conv layer (as Inception's pool3), fed to
   ``metrics.fid_from_features(..., feature_network=net.name)``. Every result must carry
-  ``net.name`` ("sar3d-featnet-v1 (procedural renders, 64 px)"): such numbers compare runs
-  of this project with each other, never with the paper's Inception numbers.
+  ``net.name`` ("sar3d-featnet-v1.1 (procedural renders, 64 px; colours read from a 4 x 4
+  layout)" for the shipped one): such numbers compare runs of this project with each other,
+  never with the paper's Inception numbers.
 * Attribute accuracy of any set of renders (``attribute_accuracy``): does the render of a
   generated "red lamp with a cone shade" look like one to a classifier?
 
