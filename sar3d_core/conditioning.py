@@ -392,15 +392,50 @@ def _num_threads(n: int):
         torch.set_num_threads(before)
 
 
+# patterns whose two colours are not interchangeable: the main (first-named) colour is the bottom
+# of a gradient, the wider band of stripes, the ground under dots, the main parts of a two-tone
+# object. On a checkered object the two cover equal areas, so its swapped prompt is no negative.
+ORDERED_PATTERNS = ("gradient", "striped", "dotted", "two-tone")
+
+
+def swap_colours(text: str, a: str, b: str) -> str:
+    """``text`` with the whole words ``a`` and ``b`` exchanged: "a red-to-blue vase" -> "a blue-to-red vase"."""
+    import re
+
+    return re.sub(rf"\b({re.escape(a)}|{re.escape(b)})\b", lambda m: b if m.group(1) == a else a, text)
+
+
+def twin_prompts(obj, forms) -> list:
+    """Each prompt form of ``obj`` with its two colours swapped, or None where that is no negative
+    (a plain or checkered object, or a form that names fewer than both colours)."""
+    c, c2 = obj.attributes.get("colour"), obj.attributes.get("secondary_colour")
+    if obj.attributes.get("pattern") not in ORDERED_PATTERNS or not c or not c2 or c == c2:
+        return [None] * len(forms)
+    import re
+
+    from .world import with_article
+
+    out = []
+    for f in forms:
+        f = f.lower()  # the tokenizer lower-cases anyway
+        t = swap_colours(f, c, c2)
+        both = re.search(rf"\b{re.escape(c)}\b", f) and re.search(rf"\b{re.escape(c2)}\b", f)
+        # the article follows the new colour ("an orange-to-red" -> "a red-to-orange"), or it would give the twin away
+        out.append(with_article(re.sub(r"\b(a)n (?=[^aeiou\s])", r"\1 ", t)) if both else None)
+    return out
+
+
 class CaptionedRenders(torch.utils.data.Dataset):
     """One item per object: its ``V`` renders and its ``K`` prompt forms, tokenized.
 
     ``images``: uint8 ``(N, V, 3, H, W)``; ``prompts``: per object ``K`` strings (the caption and
     the world's other forms of it, ``ProceduralObject.prompts``). ``text_id`` is equal for equal
     prompts, so that a batch can tell two objects described alike ("a red chair").
+    ``twins`` (optional): per object ``K`` strings or None, the same form with its two colours
+    swapped (``twin_prompts``), a hard negative for that object's render (``ClipObjective``).
     """
 
-    def __init__(self, images_NV3HW: torch.Tensor, prompts, tokenizer):
+    def __init__(self, images_NV3HW: torch.Tensor, prompts, tokenizer, twins=None):
         N = len(prompts)
         if images_NV3HW.ndim != 5 or images_NV3HW.shape[2] != 3 or images_NV3HW.shape[0] != N or N == 0:
             raise ValueError(f"need images (N, V, 3, H, W) and N prompt lists, got {tuple(images_NV3HW.shape)} and {N}")
@@ -414,13 +449,25 @@ class CaptionedRenders(torch.utils.data.Dataset):
         self.input_ids = enc["input_ids"].view(N, K, -1)
         self.attention_mask = enc["attention_mask"].view(N, K, -1)
         self.text_id = torch.tensor(_string_ids(flat)).view(N, K)
+        self.twins = None
+        if twins is not None:
+            if len(twins) != N or any(len(t) != K for t in twins):
+                raise ValueError("twins need one entry per prompt form of every object")
+            tw = [t or "" for ts in twins for t in ts]
+            enc = tokenizer(tw, padding="max_length", truncation=True, return_tensors="pt")
+            self.twins = {"twin_input_ids": enc["input_ids"].view(N, K, -1),
+                          "twin_attention_mask": enc["attention_mask"].view(N, K, -1),
+                          "has_twin": torch.tensor([t is not None for ts in twins for t in ts]).view(N, K)}
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, i: int) -> dict:
-        return {"images": self.images[i], "input_ids": self.input_ids[i], "attention_mask": self.attention_mask[i],
+        item = {"images": self.images[i], "input_ids": self.input_ids[i], "attention_mask": self.attention_mask[i],
                 "text_id": self.text_id[i]}
+        if self.twins is not None:
+            item.update({k: v[i] for k, v in self.twins.items()})
+        return item
 
 
 class ClipObjective(nn.Module):
@@ -468,7 +515,15 @@ class ClipObjective(nn.Module):
         text_id = batch["text_id"][obj, form]
         same_BB = (text_id[:, None] == text_id[None, :]) & ~torch.eye(B, dtype=torch.bool, device=device)
         logits_BB = logits_BB.masked_fill(same_BB, float("-inf"))
-        loss = (F.cross_entropy(logits_BB, obj) + F.cross_entropy(logits_BB.T, obj)) / 2
+        image_to_text = logits_BB.T
+        if "has_twin" in batch:  # each render also against its own prompt with the colours swapped
+            has = batch["has_twin"][obj, form]
+            twin = self.clip.get_text_features(input_ids=batch["twin_input_ids"][obj, form],
+                                               attention_mask=batch["twin_attention_mask"][obj, form])
+            twin = getattr(twin, "pooler_output", twin)
+            twin_B = scale * (F.normalize(twin, dim=-1) * out.image_embeds).sum(-1)
+            image_to_text = torch.cat([image_to_text, twin_B.masked_fill(~has, float("-inf"))[:, None]], 1)
+        loss = (F.cross_entropy(logits_BB, obj) + F.cross_entropy(image_to_text, obj)) / 2
         return {"loss": loss, "temperature": 1 / scale.detach()}
 
 
@@ -546,7 +601,7 @@ def _test_retrieval(clip, tokenizer, eval_count: int, seed: int, progress: bool)
 def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views: int = 4, epochs: int = 60,
                     seed: int = 0, batch_size: int = 128, lr: float = 1e-3, threads: int = 2, eval_count: int = 100,
                     max_length: int = 32, progress: bool = True, prompt_forms: bool = True, run_dir=DEFAULT_RUN,
-                    resume: bool = False):
+                    resume: bool = False, twin_negatives: bool = False, text_only_from=None):
     """Train the tiny CLIP contrastively (``ClipObjective`` through ``training.train``: run folder
     ``run_dir`` with checkpoint, ``log.jsonl`` and ``loss.png``; ``resume`` continues it) on renders of
     train-split objects and their captions; save it with its tokenizer, image processor and
@@ -556,16 +611,35 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
     of it (``ProceduralObject.prompts``), drawn per step; equal prompts in a batch are not negatives.
     The renders are the feature network's (``featnet.training_renders``: the first ``num_objects``
     train and val objects from ``views`` random views, rendered once and cached), of which only
-    the train-split objects are used: the val and test captions stay unseen."""
+    the train-split objects are used: the val and test captions stay unseen.
+
+    ``twin_negatives``: each render also meets its own prompt with the two colours swapped as a
+    negative (``twin_prompts``: gradients, stripes, dots and two-tone objects), so that the text
+    tower must tell "red-to-blue" from "blue-to-red".
+
+    ``text_only_from``: a trained tiny CLIP folder; start from it and train its text tower (and
+    text projection) alone, its vision tower, projection and temperature frozen, with its own
+    tokenizer. The image features, and so every image-conditioned model, stay valid."""
     t0 = time.perf_counter()
     objects, images, first_render_s = _train_split_renders(num_objects, views, seed, progress)
     render_s = time.perf_counter() - t0
     forms = [[o.caption, *o.prompts] if prompt_forms else [o.caption] for o in objects]
     captions = [p for f in forms for p in f]
-    tokenizer = build_tokenizer(caption_vocabulary(captions), max_length)
+    if text_only_from:
+        from transformers import AutoTokenizer, CLIPModel
+
+        clip = _hf(CLIPModel, text_only_from, "CLIP model", dtype=torch.float32)
+        tokenizer = _hf(AutoTokenizer, text_only_from, "tokenizer")
+        for module in (clip.vision_model, clip.visual_projection):
+            module.requires_grad_(False)
+        clip.logit_scale.requires_grad_(False)
+    else:
+        tokenizer = build_tokenizer(caption_vocabulary(captions), max_length)
     n_long = sum(len(ids) > max_length for ids in tokenizer(captions, verbose=False)["input_ids"])
-    dataset = CaptionedRenders(images, forms, tokenizer)
-    clip = new_tiny_clip(len(tokenizer), max_length, seed)
+    twins = [twin_prompts(o, f) for o, f in zip(objects, forms)] if twin_negatives else None
+    dataset = CaptionedRenders(images, forms, tokenizer, twins)
+    if not text_only_from:
+        clip = new_tiny_clip(len(tokenizer), max_length, seed)
     cfg = tiny_clip_train_config(len(dataset), epochs, seed, batch_size, lr, run_dir)
     if is_main_process():
         print(f"{TINY_CLIP_NAME}: {sum(p.numel() for p in clip.parameters())} parameters, vocabulary "
@@ -577,7 +651,10 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
         if not is_main_process():  # under torchrun the ranks hold the same weights: one writer
             return clip
         metrics = {"model": TINY_CLIP_NAME, "command": f"python -m sar3d_core.conditioning --out {out_folder} "
-                   f"--objects {num_objects} --views {views} --epochs {epochs} --seed {seed} --threads {threads}",
+                   f"--objects {num_objects} --views {views} --epochs {epochs} --seed {seed} --threads {threads}"
+                   + (" --twin-negatives" if twin_negatives else "")
+                   + (f" --text-only-from {text_only_from}" if text_only_from else ""), "twin_negatives": twin_negatives,
+                   "text_only_from": str(text_only_from) if text_only_from else None,
                    "parameters": sum(p.numel() for p in clip.parameters()), "vocabulary": len(tokenizer),
                    "train_objects": len(objects), "views_per_object": views, "captions_truncated": n_long,
                    "render_seconds": round(first_render_s or render_s), "train_seconds": round(train_s),
@@ -605,9 +682,15 @@ def main(argv=None) -> None:
     p.add_argument("--run", default=str(DEFAULT_RUN), help=f"run folder: checkpoint, log.jsonl, loss.png "
                                                             f"(default {DEFAULT_RUN})")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--twin-negatives", action="store_true",
+                   help="each render also against its prompt with the two colours swapped (gradients, stripes, "
+                        "dots, two-tone objects)")
+    p.add_argument("--text-only-from", default=None, metavar="FOLDER",
+                   help="start from this tiny CLIP and train its text side alone (the image features stay as they are)")
     args = p.parse_args(argv)
     train_tiny_clip(args.out, args.objects, args.views, args.epochs, args.seed, args.batch_size, args.lr, args.threads,
-                    run_dir=args.run, resume=args.resume)
+                    run_dir=args.run, resume=args.resume, twin_negatives=args.twin_negatives,
+                    text_only_from=args.text_only_from)
 
 
 if __name__ == "__main__":

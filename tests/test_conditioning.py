@@ -236,6 +236,60 @@ def test_clip_objective_masks_equal_prompts_and_agrees_with_clip_logits(monkeypa
         conditioning.CaptionedRenders(data.images, [["a"], ["a", "b"], ["c"]], tok)
 
 
+def test_twin_negatives_add_each_render_its_swapped_prompt(monkeypatch):
+    from sar3d_core import featnet
+
+    monkeypatch.setattr(featnet, "augment", lambda x, g: x)
+    clip, data, tok = toy_clip(), captioned_toys(views=1), toy_tokenizer()
+    prompts = ["a red chair", "a blue table", "a green chair"]
+    twins = [["a blue chair"], [None], ["a white chair"]]  # object 1 has no twin: no extra negative
+    data = conditioning.CaptionedRenders(data.images[[0, 3, 4]], [[p] for p in prompts], tok, twins)
+    batch = torch.utils.data.default_collate([data[i] for i in range(3)])
+    with torch.no_grad():
+        loss = conditioning.ClipObjective(clip)(batch, Step(1))["loss"]
+        x = (batch["images"][:, 0].float() / 255 - torch.tensor(conditioning.CLIP_MEAN)[:, None, None]) \
+            / torch.tensor(conditioning.CLIP_STD)[:, None, None]
+        texts = prompts + ["a blue chair", "a white chair"]
+        enc = tok(texts, padding="max_length", return_tensors="pt")
+        logits = clip(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values=x).logits_per_image
+        twin = torch.tensor([logits[0, 3], float("-inf"), logits[2, 4]])  # each render against its own twin only
+        target = torch.arange(3)
+        expected = (torch.nn.functional.cross_entropy(logits[:, :3].T, target)
+                    + torch.nn.functional.cross_entropy(torch.cat([logits[:, :3], twin[:, None]], 1), target)) / 2
+        torch.testing.assert_close(loss, expected)
+        plain = conditioning.CaptionedRenders(data.images, [[p] for p in prompts], tok)
+        without = conditioning.ClipObjective(clip)(torch.utils.data.default_collate([plain[i] for i in range(3)]),
+                                                   Step(1))["loss"]
+        assert loss > without  # a hard negative can only add to the loss
+    with pytest.raises(ValueError, match="twins"):
+        conditioning.CaptionedRenders(data.images, [[p] for p in prompts], tok, [["x"], [None]])
+
+
+def test_twin_prompts_swap_the_two_colours_with_their_articles():
+    from sar3d_core.world import make_object
+
+    assert conditioning.swap_colours("a red-to-blue vase, red at the bottom", "red", "blue") == \
+        "a blue-to-red vase, blue at the bottom"
+    seen = set()
+    for seed in range(400):
+        obj = make_object(seed)
+        forms = [obj.caption, *obj.prompts]
+        twins = conditioning.twin_prompts(obj, forms)
+        pattern, c, c2 = (obj.attributes[k] for k in ("pattern", "colour", "secondary_colour"))
+        if pattern in ("plain", "checkered"):
+            assert twins == [None] * len(forms)  # no order to get wrong
+            continue
+        for form, twin in zip(forms, twins):
+            if twin is not None:
+                seen.add(pattern)
+                assert conditioning.swap_colours(twin, c, c2).replace("an ", "a ") == \
+                    form.lower().replace("an ", "a ")
+                for colour in (c, c2):  # the article agrees with the colour it now stands before
+                    wrong = f" a {colour}" if colour[0] in "aeiou" else f" an {colour}"
+                    assert wrong not in " " + twin, twin
+    assert seen == set(conditioning.ORDERED_PATTERNS)
+
+
 def test_clip_trains_through_the_training_loop_and_lowers_its_loss(trained_clip, tmp_path):
     rows = trained_clip["rows"]
     assert [r["step"] for r in rows] == list(range(1, 25)) and {"loss", "temperature", "lr"} <= rows[0].keys()
