@@ -105,6 +105,7 @@ class StageSettings:
     lr: tuple = (2e-3, 2e-3, 1e-3)
     warmup: float = 0.03
     colour_weight: float = 1.0  # loss weight of the colour words in stages 1 and 2 (1: the official uniform loss)
+    twin_weight: float = 0.0  # weight of the twin ranking loss in stages 1 and 2 (0: none; see CaptionObjective)
 
     @classmethod
     def paper(cls) -> "StageSettings":
@@ -462,36 +463,86 @@ def input_sequences(captioner: SAR3DCaptioner, specs, vqvae_folder=None, up: str
 class CaptionDataset(torch.utils.data.Dataset):
     """Examples of one stage, padded to one length: ``input_ids``, ``labels``, ``attention_mask``, ``codes``."""
 
-    def __init__(self, captioner: SAR3DCaptioner, codes_Nn: torch.Tensor, captions, text_only: bool = False):
+    def __init__(self, captioner: SAR3DCaptioner, codes_Nn: torch.Tensor, captions, text_only: bool = False,
+                 twins=None):
         if len(captions) != codes_Nn.shape[0] or not len(captions):
             raise ValueError(f"{codes_Nn.shape[0]} token sequences and {len(captions)} captions: need one each, "
                              f"and at least one")
-        pairs = [captioner.example(c, None if text_only else codes_Nn.shape[1]) for c in captions]
-        T = max(len(ids) for ids, _ in pairs)
+        if twins is not None and len(twins) != len(captions):
+            raise ValueError(f"{len(twins)} twin captions for {len(captions)} captions: need one (or None) each")
+        n = None if text_only else codes_Nn.shape[1]
+        pairs = [captioner.example(c, n) for c in captions]
+        twin_pairs = [captioner.example(t, n) if t else None for t in twins] if twins is not None else []
+        T = max(len(ids) for ids, _ in pairs + [p for p in twin_pairs if p])
         pad = lambda xs, v: xs + [v] * (T - len(xs))  # noqa: E731  (right padding, masked out)
         self.input_ids = torch.tensor([pad(ids, captioner.pad_id) for ids, _ in pairs])
         self.labels = torch.tensor([pad(lab, -100) for _, lab in pairs])
         self.attention_mask = torch.tensor([pad([1] * len(ids), 0) for ids, _ in pairs])
         self.codes = codes_Nn.long().cpu()
+        self.twins = None
+        if twins is not None:  # a row without a twin repeats its own example (masked out by has_twin)
+            filled = [p or q for p, q in zip(twin_pairs, pairs)]
+            self.twins = {"twin_input_ids": torch.tensor([pad(ids, captioner.pad_id) for ids, _ in filled]),
+                          "twin_labels": torch.tensor([pad(lab, -100) for _, lab in filled]),
+                          "twin_attention_mask": torch.tensor([pad([1] * len(ids), 0) for ids, _ in filled]),
+                          "has_twin": torch.tensor([p is not None for p in twin_pairs])}
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i], "attention_mask": self.attention_mask[i],
+        item = {"input_ids": self.input_ids[i], "labels": self.labels[i], "attention_mask": self.attention_mask[i],
                 "codes": self.codes[i]}
+        if self.twins is not None:
+            item.update({k: v[i] for k, v in self.twins.items()})
+        return item
+
+
+def twin_captions(seeds, captions) -> list:
+    """Per object (a procedural seed and its caption): the caption with its two colours swapped
+    (``conditioning.twin_prompts``), or None where the order carries no meaning (plain, checkered)
+    or the caption names fewer than both colours. Not a seed of the procedural world: None."""
+    from .conditioning import twin_prompts
+    from .world import make_object
+
+    out = []
+    for seed, caption in zip(seeds, captions):
+        try:
+            obj = make_object(int(seed))
+        except (ValueError, TypeError):
+            out.append(None)
+            continue
+        out.append(twin_prompts(obj, [caption])[0] if obj.caption == caption else None)
+    return out
+
+
+def answer_log_prob(logits_BTV: torch.Tensor, labels_BT: torch.Tensor) -> torch.Tensor:
+    """``log p(answer | prompt, 3D tokens)`` per row: the sum of the answer tokens' log-probabilities
+    (labels != -100, shifted by one as in the LM loss) -> ``(B,)``."""
+    target, logits = labels_BT[:, 1:], logits_BTV[:, :-1].float()
+    answer = target != -100
+    logp = torch.log_softmax(logits, -1).gather(-1, target.clamp_min(0)[..., None])[..., 0]
+    return (logp * answer).sum(1)
 
 
 class CaptionObjective(nn.Module):
     """The answer-only LM loss of a batch (what ``training.train`` minimises) and the answer-token accuracy.
     With ``colour_weight != 1`` the loss is the weighted mean of the answer tokens' cross-entropy, the
-    colour words weighing ``colour_weight`` and every other token 1 (``StageSettings.colour_weight``)."""
+    colour words weighing ``colour_weight`` and every other token 1 (``StageSettings.colour_weight``).
 
-    def __init__(self, captioner: SAR3DCaptioner, colour_weight: float = 1.0):
+    With ``twin_weight > 0`` and twin examples in the batch (``CaptionDataset(twins=...)``), it adds
+    ``twin_weight * mean softplus(log p(twin) - log p(caption))`` over the rows that have a twin: the
+    same caption with its two colours swapped must be less likely than the true one, given the 3D
+    tokens (a pairwise ranking loss; not in the paper). Which colour a caption names first is the
+    main colour; the LM loss alone rewards naming both colours, in either order."""
+
+    def __init__(self, captioner: SAR3DCaptioner, colour_weight: float = 1.0, twin_weight: float = 0.0):
         super().__init__()
         if not colour_weight > 0:
             raise ValueError(f"colour_weight {colour_weight}: must be positive (1 is the plain loss)")
-        self.captioner, self.colour_weight = captioner, float(colour_weight)
+        if not twin_weight >= 0:
+            raise ValueError(f"twin_weight {twin_weight}: must be 0 (none) or positive")
+        self.captioner, self.colour_weight, self.twin_weight = captioner, float(colour_weight), float(twin_weight)
         self.register_buffer("colour_ids", captioner.colour_word_ids(), persistent=False)
 
     def forward(self, batch: dict, step: int) -> dict:
@@ -504,12 +555,22 @@ class CaptionObjective(nn.Module):
         hit = (logits.argmax(-1) == target)[answer]
         scalars = {"accuracy": hit.float().mean() * 100}
         if plain:
-            return {"loss": out.loss, **scalars}
-        ce = F.cross_entropy(logits[answer].float(), target[answer], reduction="none")
-        colour = torch.isin(target[answer], self.colour_ids)
-        weight = torch.where(colour, self.colour_weight, 1.0)
-        scalars["colour_accuracy"] = hit[colour].float().mean() * 100 if colour.any() else torch.tensor(0.0)
-        return {"loss": (weight * ce).sum() / weight.sum(), **scalars}
+            loss = out.loss
+        else:
+            ce = F.cross_entropy(logits[answer].float(), target[answer], reduction="none")
+            colour = torch.isin(target[answer], self.colour_ids)
+            weight = torch.where(colour, self.colour_weight, 1.0)
+            scalars["colour_accuracy"] = hit[colour].float().mean() * 100 if colour.any() else torch.tensor(0.0)
+            loss = (weight * ce).sum() / weight.sum()
+        if self.twin_weight > 0 and "has_twin" in batch and bool(batch["has_twin"].any()):
+            rows = batch["has_twin"]
+            twin = self.captioner(batch["twin_input_ids"][rows], batch["twin_attention_mask"][rows],
+                                  codes=batch["codes"][rows])
+            margin = answer_log_prob(out.logits[rows], batch["labels"][rows]) - \
+                answer_log_prob(twin.logits, batch["twin_labels"][rows])
+            scalars["twin_order"] = (margin > 0).float().mean() * 100  # the true order preferred, % of rows
+            loss = loss + self.twin_weight * F.softplus(-margin).mean()
+        return {"loss": loss, **scalars}
 
 
 def cosine_lr(step: int, steps: int, peak: float, warmup: float) -> float:
@@ -558,14 +619,14 @@ def stage(captioner: SAR3DCaptioner, which: int, steps: int, peak_lr: float, war
 
 
 def train_stage(captioner: SAR3DCaptioner, dataset: CaptionDataset, which: int, train_cfg, warmup: float = 0.03,
-                resume: bool = False, colour_weight: float = 1.0) -> list[dict]:
+                resume: bool = False, colour_weight: float = 1.0, twin_weight: float = 0.0) -> list[dict]:
     """One stage (0, 1 or 2) through ``training.train`` with ``train_cfg`` (its ``lr`` is the peak);
-    ``colour_weight``: the colour words' loss weight (``CaptionObjective``)."""
+    ``colour_weight``: the colour words' loss weight, ``twin_weight``: the twin ranking loss's (``CaptionObjective``)."""
     from .training import train
 
     if which not in (0, 1, 2):
         raise ValueError(f"stage {which}: the stages are 0 (LM), 1 (projector) and 2 (all)")
-    objective = CaptionObjective(captioner, colour_weight)
+    objective = CaptionObjective(captioner, colour_weight, twin_weight)
     with stage(captioner, which, train_cfg.steps, train_cfg.lr, warmup) as on_step:
         def loss_fn(net, batch, step):
             on_step(step)
@@ -590,9 +651,11 @@ def _data_captions(data, count: int):
 
 def train_captioner(tokens_path, vqvae, train_cfg, data=None, settings: CaptionerSettings | None = None,
                     stages: StageSettings | None = None, llm=None, resume: bool = False, export=None,
-                    vqvae_checkpoint: str = "") -> dict:
+                    vqvae_checkpoint: str = "", init=None) -> dict:
     """Stages 0-2 on a token file (``sar3d data tokenize``) of the data set ``data``; run folders
-    ``train_cfg.out_dir/stage{0,1,2}``; the trained captioner is written to ``export``. Returns a summary."""
+    ``train_cfg.out_dir/stage{0,1,2}``; the trained captioner is written to ``export``. Returns a summary.
+    ``init``: a trained captioner folder to continue from (its tokenizer, LLM and projector; it must
+    read this VQVAE's tokens) instead of a new one; give 0 steps to the stages it needs no more of."""
     from .tokens import load_tokens
     from .training import _init_distributed, is_main_process, resolve_device, world_info
 
@@ -607,8 +670,16 @@ def train_captioner(tokens_path, vqvae, train_cfg, data=None, settings: Captione
     if not keep_rows:
         raise ValueError(f"{tokens_path} holds no captioned object to train on")
     captions = [captions[i] for i in keep_rows]
-    captioner = SAR3DCaptioner.from_vqvae(vqvae, captions, settings, llm, vqvae_checkpoint or loaded["checkpoint"])
+    if init:
+        captioner = SAR3DCaptioner.from_pretrained(init)
+        if captioner.vqvae_fingerprint != fingerprint:
+            raise ValueError(f"--init {init} reads the tokens of another VQVAE (fingerprint "
+                             f"{captioner.vqvae_fingerprint or 'none'}, these tokens {fingerprint})")
+        captioner.meta["init"] = str(init)
+    else:
+        captioner = SAR3DCaptioner.from_vqvae(vqvae, captions, settings, llm, vqvae_checkpoint or loaded["checkpoint"])
     codes = captioner.truncate(loaded["sequence"][keep_rows]).cpu()
+    twins = twin_captions([loaded["seed"][i] for i in keep_rows], captions) if stages.twin_weight > 0 else None
     if is_main_process():
         print(f"captioner: {captioner.meta['llm_source']}, {captioner.num_parameters() / 1e6:.2f}M parameters, "
               f"vocabulary {len(captioner.tokenizer)}; {len(captions)} captioned objects, the first {captioner.keep} "
@@ -622,18 +693,21 @@ def train_captioner(tokens_path, vqvae, train_cfg, data=None, settings: Captione
             if stages.steps[which] < 1:
                 continue
             t = time.perf_counter()
-            dataset = CaptionDataset(captioner, codes, captions, text_only=which == 0)
+            dataset = CaptionDataset(captioner, codes, captions, text_only=which == 0,
+                                     twins=twins if which else None)
             cfg = dataclasses.replace(train_cfg, steps=int(stages.steps[which]), lr=float(stages.lr[which]),
                                       out_dir=str(Path(train_cfg.out_dir) / f"stage{which}"))
             rows[which] = train_stage(captioner, dataset, which, cfg, stages.warmup, resume,
-                                      stages.colour_weight if which else 1.0)
+                                      stages.colour_weight if which else 1.0, stages.twin_weight if which else 0.0)
             seconds[which] = round(time.perf_counter() - t, 1)
     finally:
         if started_group:
             torch.distributed.destroy_process_group()
     summary = {"tokens": str(tokens_path), "objects": len(captions), "keep": captioner.keep,
                "stage_steps": list(stages.steps), "stage_lr": list(stages.lr), "stage_seconds": seconds,
-               "colour_word_weight": stages.colour_weight,
+               "colour_word_weight": stages.colour_weight, "twin_weight": stages.twin_weight,
+               "init": str(init) if init else None,
+               "objects_with_twin": sum(t is not None for t in twins) if twins is not None else 0,
                "seconds": round(time.perf_counter() - t0, 1), "parameters": captioner.num_parameters(),
                "final": {w: r[-1] for w, r in rows.items() if r}}
     if is_main_process():

@@ -651,14 +651,14 @@ def _cmd_train_captioner(args) -> None:
     base = StageSettings.paper() if args.preset == "paper" else StageSettings()
     steps = tuple(args.steps) if args.steps else ((0,) + base.steps[1:] if args.llm else base.steps)
     stages = StageSettings(steps=steps, lr=tuple(args.lr) if args.lr else base.lr, warmup=base.warmup,
-                           colour_weight=args.colour_word_weight)
+                           colour_weight=args.colour_word_weight, twin_weight=args.twin_weight)
     settings = CaptionerSettings(width=args.width, layers=args.layers, heads=args.heads,
                                  intermediate=args.intermediate or int(8 * args.width / 3) // 8 * 8, keep=args.keep,
                                  position_embedding=args.position_embedding)
     train_cfg = TrainConfig(steps=max(max(steps), 1), batch_size=args.batch_size, seed=args.seed, out_dir=args.out,
                             ckpt_every=args.ckpt_every, device=args.device)
     train_captioner(args.tokens, vqvae, train_cfg, args.data, settings, stages, llm=args.llm, resume=args.resume,
-                    export=args.export, vqvae_checkpoint=checkpoint)
+                    export=args.export, vqvae_checkpoint=checkpoint, init=args.init)
     if args.export and is_main_process():
         print(f"exported the captioner to {args.export}")
 
@@ -945,6 +945,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--colour-word-weight", type=_float_in(0, low_open=True), default=1.0,
                    help="loss weight of the colour words in stages 1 and 2 (default 1: the official uniform loss; "
                         "not in the paper)")
+    t.add_argument("--twin-weight", type=_float_in(0), default=0.0,
+                   help="weight of a ranking loss that makes each caption likelier than its twin with the two "
+                        "colours swapped (stages 1 and 2; default 0: none; not in the paper)")
+    t.add_argument("--init", default=None, metavar="FOLDER",
+                   help="continue from this trained captioner (e.g. --steps 0 0 N to train stage 2 further)")
     t.add_argument("--batch-size", type=_int_at_least(1), default=16, help="captions per step and process")
     t.add_argument("--seed", type=int, default=0)
     _run_options(t, "runs/captioner_tiny", 200, "write the trained captioner here",

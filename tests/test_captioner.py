@@ -152,6 +152,46 @@ def test_the_colour_weighted_loss_is_the_weighted_mean_of_the_answer_tokens(vqva
         CaptionObjective(cap, 0.0)
 
 
+def test_the_twin_loss_ranks_each_caption_above_its_colour_swapped_twin(vqvae):
+    from sar3d_core.captioner import answer_log_prob, twin_captions
+
+    captions = ["a red-to-blue gradient vase", "a blue and white mug", "a grey chair"]
+    twins = ["a blue-to-red gradient vase", "a white and blue mug", None]  # the plain chair has none
+    cap = SAR3DCaptioner.from_vqvae(vqvae, captions, TINY)
+    ds = CaptionDataset(cap, cap.truncate(_sequences(vqvae.cfg, 3)), captions, twins=twins)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(3)])
+    plain = CaptionObjective(cap)(batch, 1)
+    torch.testing.assert_close(CaptionObjective(cap, twin_weight=0.0)(batch, 1)["loss"], plain["loss"])
+    out = CaptionObjective(cap, twin_weight=2.0)(batch, 1)
+    # by hand: the sum of the answer tokens' log-probabilities, for the two rows with a twin
+    def log_p(ids, labels):
+        logits = cap(ids, torch.ones_like(ids), codes=ds.codes[:2]).logits[:, :-1]
+        target = labels[:, 1:]
+        return torch.stack([sum(torch.log_softmax(logits[b, t], -1)[target[b, t]]
+                                for t in range(target.shape[1]) if target[b, t] != -100) for b in range(2)])
+    true_ids = ds.input_ids[:2]
+    twin_ids = batch["twin_input_ids"][:2]
+    margin = log_p(true_ids, ds.labels[:2]) - log_p(twin_ids, batch["twin_labels"][:2])
+    torch.testing.assert_close(out["loss"], plain["loss"] + 2.0 * F.softplus(-margin).mean(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(answer_log_prob(cap(true_ids, torch.ones_like(true_ids), codes=ds.codes[:2]).logits,
+                                               ds.labels[:2]), log_p(true_ids, ds.labels[:2]), rtol=1e-4, atol=1e-4)
+    assert float(out["twin_order"]) == 100 * float((margin > 0).float().mean())
+    with pytest.raises(ValueError, match="twin"):
+        CaptionObjective(cap, twin_weight=-1.0)
+    # the world's twins: plain and checkered objects get none; a gradient's swaps its two colours
+    seeds = [s for s in range(300) if make_object(s).attributes["pattern"] in ("plain", "checkered", "gradient")][:12]
+    objects = [make_object(s) for s in seeds]
+    got = twin_captions(seeds, [o.caption for o in objects])
+    for o, t in zip(objects, got):
+        if o.attributes["pattern"] != "gradient":
+            assert t is None
+        elif t is not None:
+            c, c2 = o.attributes["colour"], o.attributes["secondary_colour"]
+            assert t.index(c2) < t.index(c) and o.caption.lower().index(c) < o.caption.lower().index(c2)
+    assert any(t is not None for t in got)
+    assert twin_captions([seeds[0]], ["not this object's caption"]) == [None]
+
+
 def test_keep_k_minus_2_feeds_exactly_the_tokens_of_the_first_k_minus_2_scales(vqvae):
     cfg = vqvae.cfg
     cap = SAR3DCaptioner.from_vqvae(vqvae, ["a red chair"], TINY)
