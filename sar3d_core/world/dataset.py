@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..cameras import chunk_cameras
 from ..data import INDEX_NAME, default_cache_dir, read_index, write_chunk
-from .objects import objects_in_split
+from .objects import make_object, objects_in_split
 from .sdf_render import render_sdf
 
 
@@ -33,8 +33,11 @@ def _write_json_atomic(path: Path, data) -> None:
 
 
 def _render_one(job) -> None:
-    """Render and write one procedural object (runs in a worker process, one torch thread)."""
-    obj, folder, size, supersample, split = job
+    """Render and write one procedural object (runs in a worker process, one torch thread).
+    The job names the object by its seed: an object's tensors sent to a worker would each hold a
+    file descriptor of the parent open (torch's shared-memory pickling), thousands over a large build."""
+    seed, folder, size, supersample, split = job
+    obj = make_object(seed)
     mv = render_sdf(obj, chunk_cameras(obj.seed), size, size, supersample=supersample)
     write_chunk(replace(mv, caption=obj.caption), folder, ins=f"proc/{split}/{obj.seed}")
 
@@ -77,7 +80,7 @@ def build_dataset(out=None, count: int = 100, size: int = 64, split: str = "trai
                 if im.size[1] != size:
                     raise ValueError(f"{folder} holds {im.size[1]} px views: expected {size}")
         else:
-            jobs.append((obj, folder, size, supersample, split))
+            jobs.append((obj.seed, folder, size, supersample, split))
         entries[obj.seed] = {"folder": folder.name, **obj.to_dict()}
     workers = max(1, min(workers, len(jobs)))
     bar = tqdm(total=len(jobs), desc=f"rendering {split} objects", unit="obj", disable=not progress)
