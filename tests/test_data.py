@@ -385,6 +385,7 @@ def fake_world(monkeypatch, fail_at=None):
 
     monkeypatch.setattr("sar3d_core.world.dataset.objects_in_split", lambda split, count, start=0:
                         [FakeObject(s) for s in range(start, start + count)])
+    monkeypatch.setattr("sar3d_core.world.dataset.make_object", FakeObject)  # what a worker rebuilds from the seed
     monkeypatch.setattr("sar3d_core.world.dataset.render_sdf", render)
     return calls
 
