@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 import warnings
 from contextlib import contextmanager
@@ -400,8 +401,6 @@ ORDERED_PATTERNS = ("gradient", "striped", "dotted", "two-tone")
 
 def swap_colours(text: str, a: str, b: str) -> str:
     """``text`` with the whole words ``a`` and ``b`` exchanged: "a red-to-blue vase" -> "a blue-to-red vase"."""
-    import re
-
     return re.sub(rf"\b({re.escape(a)}|{re.escape(b)})\b", lambda m: b if m.group(1) == a else a, text)
 
 
@@ -411,8 +410,6 @@ def twin_prompts(obj, forms) -> list:
     c, c2 = obj.attributes.get("colour"), obj.attributes.get("secondary_colour")
     if obj.attributes.get("pattern") not in ORDERED_PATTERNS or not c or not c2 or c == c2:
         return [None] * len(forms)
-    import re
-
     from .world import with_article
 
     out = []
@@ -619,7 +616,9 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
 
     ``text_only_from``: a trained tiny CLIP folder; start from it and train its text tower (and
     text projection) alone, its vision tower, projection and temperature frozen, with its own
-    tokenizer. The image features, and so every image-conditioned model, stay valid."""
+    tokenizer. The image features, and so every image-conditioned model, stay valid. (Such a model
+    still carries ``TINY_CLIP_NAME`` when loaded: give its text tower a name of its own before a
+    generator is trained on it and shipped.)"""
     t0 = time.perf_counter()
     objects, images, first_render_s = _train_split_renders(num_objects, views, seed, progress)
     render_s = time.perf_counter() - t0
