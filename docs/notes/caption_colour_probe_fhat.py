@@ -26,12 +26,13 @@ def features(path, keep, pooled):
     return torch.cat(out), colour_labels(loaded)
 
 
-for pooled in (True, False):
-    for keep in (2, 4, 6):
-        xtr, ytr = features(f"{home}/train_tokens_lift_10k.npz", keep, pooled)
-        xte, yte = features(f"{home}/test_tokens_lift.npz", keep, pooled)
-        mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-        xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
-        tr, te = probe(xtr, ytr, xte, yte)
-        print(f"f_hat after {keep} scales, {'pooled' if pooled else 'full'} ({xtr.shape[1]} features): "
-              f"train {100 * tr:.1f}%, test {100 * te:.1f}%")
+if __name__ == "__main__":
+    for pooled in (True, False):
+        for keep in (2, 4, 6):
+            xtr, ytr = features(f"{home}/train_tokens_lift_10k.npz", keep, pooled)
+            xte, yte = features(f"{home}/test_tokens_lift.npz", keep, pooled)
+            mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+            xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+            tr, te = probe(xtr, ytr, xte, yte)
+            print(f"f_hat after {keep} scales, {'pooled' if pooled else 'full'} ({xtr.shape[1]} features): "
+                  f"train {100 * tr:.1f}%, test {100 * te:.1f}%")
