@@ -36,8 +36,9 @@ def colour_labels(loaded) -> torch.Tensor:
                          for s, r in zip(loaded["seed"], loaded["caption"])])
 
 
-def probe(xtr, ytr, xte, yte) -> tuple[float, float]:
-    """Train the MLP probe on ``(xtr, ytr)``; its accuracy on the first 1000 training rows and on the test rows."""
+def probe(xtr, ytr, xte, yte, predictions: bool = False):
+    """Train the MLP probe on ``(xtr, ytr)``; its accuracy on the first 1000 training rows and on the test rows
+    (and, with ``predictions``, its predicted class per test row as a third value)."""
     net = torch.nn.Sequential(torch.nn.Linear(xtr.shape[1], 256), torch.nn.GELU(), torch.nn.Dropout(0.2),
                               torch.nn.Linear(256, len(COLOURS)))
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.05)
@@ -50,8 +51,9 @@ def probe(xtr, ytr, xte, yte) -> tuple[float, float]:
     net.eval()
     with torch.no_grad():
         tr = (net(xtr[:1000]).argmax(1) == ytr[:1000]).float().mean().item()
-        te = (net(xte).argmax(1) == yte).float().mean().item()
-    return tr, te
+        pred = net(xte).argmax(1)
+        te = (pred == yte).float().mean().item()
+    return (tr, te, pred) if predictions else (tr, te)
 
 
 if __name__ == "__main__":
