@@ -192,33 +192,37 @@ class FeatureNet(nn.Module):
         """``images (N, 3, H, W)`` -> (features ``(N, D)``, head name -> logits ``(N, classes)``)."""
         x = self._prepare(images).to(next(self.parameters()).device)
         f_ND = self.body(x).mean(dim=(2, 3))  # global avg pool
-        z = self.layout(x) if self.config.layout_heads else None
-        return f_ND, {k: self.layout_heads[k.replace(".", "__")](z) if k in self.config.layout_heads
-                      else self.heads[k.replace(".", "__")](f_ND) for k in self.config.heads}
+        layout = self.layout_logits(x) if self.config.layout_heads else {}
+        return f_ND, {k: layout[k] if k in layout else self.heads[k.replace(".", "__")](f_ND)
+                      for k in self.config.heads}
+
+    def layout_logits(self, x) -> dict:
+        """The layout branch alone on prepared images ``x`` (``_prepare``): layout head -> logits."""
+        z = self.layout(x)
+        return {k: self.layout_heads[k.replace(".", "__")](z) for k in self.config.layout_heads}
 
     @torch.no_grad()
-    def _batched(self, images, batch_size: int):
-        was_training = self.training
-        self.eval()  # BatchNorm running statistics: one image's features never depend on its batch
-        try:
-            outs = [self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-        finally:
-            self.train(was_training)
-        logits = {k: torch.cat([o[1][k] for o in outs]).cpu() for k in self.config.heads}
-        return torch.cat([f for f, _ in outs]).cpu(), logits
-
-    @torch.no_grad()
-    def features(self, images, batch_size: int = 256) -> torch.Tensor:
-        """Features ``(N, D)`` for FID / KID; images are resized to ``image_size`` when needed.
-        Only the body runs (never the layout branch)."""
+    def _in_batches(self, fn, images, batch_size: int) -> list:
+        """``fn`` on each batch of ``images`` in eval mode (BatchNorm running statistics: one image's
+        outputs never depend on its batch); the training mode is restored after."""
         was_training = self.training
         self.eval()
         try:
-            device = next(self.parameters()).device
-            return torch.cat([self.body(self._prepare(images[i:i + batch_size]).to(device)).mean(dim=(2, 3)).cpu()
-                              for i in range(0, len(images), batch_size)])
+            return [fn(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         finally:
             self.train(was_training)
+
+    def _batched(self, images, batch_size: int):
+        outs = self._in_batches(self, images, batch_size)
+        logits = {k: torch.cat([o[1][k] for o in outs]).cpu() for k in self.config.heads}
+        return torch.cat([f for f, _ in outs]).cpu(), logits
+
+    def features(self, images, batch_size: int = 256) -> torch.Tensor:
+        """Features ``(N, D)`` for FID / KID; images are resized to ``image_size`` when needed.
+        Only the body runs (never the layout branch)."""
+        device = next(self.parameters()).device
+        pooled = lambda x: self.body(self._prepare(x).to(device)).mean(dim=(2, 3)).cpu()  # noqa: E731
+        return torch.cat(self._in_batches(pooled, images, batch_size))
 
     def predict(self, images, batch_size: int = 256) -> dict:
         """Head name -> predicted class per image; a shape head (``"lamp.shade"``) gives None
@@ -478,15 +482,18 @@ class LayoutObjective(FeatureObjective):
         return self
 
     def forward(self, batch: dict, step: int) -> dict:
-        _, logits = self.net(augment(batch["images"].float() / 255, step_generator(step)))
+        x = augment(batch["images"].float() / 255, step_generator(step))
+        logits = self.net.layout_logits(self.net._prepare(x))  # the frozen body need not run
         heads = list(self.net.config.heads)
-        y_NH = batch["labels"][:, [heads.index(k) for k in self.net.config.layout_heads]]
-        return {"loss": _loss({k: logits[k] for k in self.net.config.layout_heads}, y_NH)}
+        y_NH = batch["labels"][:, [heads.index(k) for k in logits]]
+        return {"loss": _loss(logits, y_NH)}
 
 
 def add_layout_branch(base: FeatureNet, heads=LAYOUT_HEADS, seed: int = 0, widths=None) -> FeatureNet:
     """A v1.1 network: ``base``'s body and other heads (copied), plus a fresh layout branch for ``heads``
     (conv ``widths``, one per stride of ``base``; default ``FeatureNetConfig.layout_widths``)."""
+    if base.config.layout_heads:
+        raise ValueError(f"{base.name} already has a layout branch: start from a v1 network")
     widths = tuple(widths or FeatureNetConfig.layout_widths)
     if len(widths) != len(base.config.strides):
         raise ValueError(f"the layout branch needs one width per stride ({len(base.config.strides)}), got {widths}")
@@ -544,15 +551,14 @@ def train_feature_net(out_folder=DEFAULT_CHECKPOINT, num_objects: int = 3000, vi
     base = FeatureNet.from_pretrained(layout_from) if layout_from else None  # bad input fails before rendering
     base_metrics = None
     if base is not None:
-        if base.config.layout_heads:
-            raise ValueError(f"{layout_from} already has a layout branch: start from a v1 network")
+        net = add_layout_branch(base, seed=seed)  # checks the base before anything is rendered
         metrics_path = Path(layout_from) / "metrics.json"
         base_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
     t0 = time.perf_counter()
     images, labels, first_render_s = training_renders(num_objects, views_per_object, seed, progress=progress)
     render_s = time.perf_counter() - t0
-    net = add_layout_branch(base, seed=seed) if base is not None else \
-        new_feature_net(config or FeatureNetConfig(heads=vocabularies(labels)), seed)
+    if base is None:
+        net = new_feature_net(config or FeatureNetConfig(heads=vocabularies(labels)), seed)
     dataset = LabelledRenders(images, _label_tensor(labels, net.config.heads))
     cfg = feature_net_train_config(len(dataset), epochs, seed, batch_size, lr, run_dir)
     if is_main_process():

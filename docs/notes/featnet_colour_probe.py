@@ -37,6 +37,21 @@ def colour_cnn(widths=(32, 32, 64, 64, 128, 128, 192), strides=(2, 1, 2, 1, 2, 1
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * 16, 256), nn.ReLU(inplace=True), nn.Dropout(0.3))
 
 
+def held_out_renders():
+    """The 600 held-out renders every reader is scored on (as ``featnet.evaluate_on_split``) and their attributes."""
+    objs = objects_in_split("test", 300)
+    images = featnet.render_objects(objs, 2, seed=1, size=64, progress=False).float() / 255
+    return images, [o.attributes for o in objs for _ in range(2)]
+
+
+def colour_by_pattern(said, labels) -> tuple[float, dict]:
+    """Main-colour accuracy of the colour names ``said`` overall and per pattern of ``labels``."""
+    by = collections.defaultdict(list)
+    for name, d in zip(said, labels):
+        by[d["pattern"]].append(name == d["colour"])
+    return float(np.mean([v for vs in by.values() for v in vs])), {k: round(float(np.mean(v)), 3) for k, v in by.items()}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=("head", "cnn", "judge"),
@@ -55,14 +70,9 @@ def main():
     torch.manual_seed(a.seed)
     if a.mode == "judge":
         net = featnet.FeatureNet.from_pretrained(a.judge_folder)
-        objs = objects_in_split("test", 300)
-        test = featnet.render_objects(objs, 2, seed=1, size=64, progress=False).float() / 255
-        pred = net.predict(test)["colour"]
-        by = collections.defaultdict(list)
-        for i, o in enumerate(o for o in objs for _ in range(2)):
-            by[o.attributes["pattern"]].append(pred[i] == o.attributes["colour"])
-        row = {"judge": net.name, "colour": round(float(np.mean([v for vs in by.values() for v in vs])), 4),
-               "by_pattern": {k: round(float(np.mean(v)), 3) for k, v in by.items()}}
+        test, test_labels = held_out_renders()
+        acc, by = colour_by_pattern(net.predict(test)["colour"], test_labels)
+        row = {"judge": net.name, "colour": round(acc, 4), "by_pattern": by}
         print(json.dumps(row))
         if a.json:
             with open(a.json, "w") as f:
@@ -91,19 +101,14 @@ def main():
     steps = a.epochs * (len(images) // bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps, pct_start=0.15)
     g = torch.Generator().manual_seed(a.seed)
-    objs = objects_in_split("test", 300)
-    test = featnet.render_objects(objs, 2, seed=1, size=64, progress=False).float() / 255
-    test_labels = [o.attributes for o in objs for _ in range(2)]
+    test, test_labels = held_out_renders()
 
     def evaluate():
         trunk.eval()
         with torch.no_grad():
             pred = heads[0](trunk(body(net._prepare(test)))).argmax(1)
         trunk.train()
-        by = collections.defaultdict(list)
-        for i, d in enumerate(test_labels):
-            by[d["pattern"]].append(colours[pred[i]] == d["colour"])
-        return float(np.mean([v for vs in by.values() for v in vs])), {k: round(float(np.mean(v)), 3) for k, v in by.items()}
+        return colour_by_pattern([colours[i] for i in pred.tolist()], test_labels)
 
     t0, rows = time.perf_counter(), []
     for epoch in range(a.epochs):
