@@ -13,7 +13,8 @@
 #   image10k (the image model on them, 3000 steps), image10k_long (the same for 5500 steps),
 #   text10k_long (the text model on them for 6500 steps instead of 3500), captioner10k_cw3 (captioner10k with
 #   the colour words weighing 3 in the answer loss of stages 1 and 2), captioner10k_cw3_seed1 (the same, seed 1),
-#   captioner10k_cw2 (the colour words weighing 2).
+#   captioner10k_cw2 (the colour words weighing 2), text10k_twins (text10k_long's command, run with the twin-negative
+#   tiny CLIP in data_samples/tiny_clip: runs/tiny_clip_twins_export).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -74,6 +75,9 @@ for s in "${steps[@]}"; do
     image10k_long) run image10k_long "${TRAIN[@]}" ar --cond image --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 \
                      --width 128 --batch-size 8 --lr 1e-3 --threads 1 --steps 5500 --out runs/ar_image_10k_5500 \
                      --export runs/ar_image_10k_5500_export ;;
+    text10k_twins) run text10k_twins "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 \
+                     --width 128 --batch-size 8 --lr 1e-3 --threads 1 --steps 6500 --out runs/ar_text_10k_twins \
+                     --export runs/ar_text_10k_twins_export ;;
     text10k_long) run text10k_long "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 \
                     --width 128 --batch-size 8 --lr 1e-3 --threads 1 --steps 6500 --out runs/ar_text_10k_6500 \
                     --export runs/ar_text_10k_6500_export ;;

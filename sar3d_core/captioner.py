@@ -42,12 +42,21 @@ position-specific function of the codes (a linear probe on the 90 tiny-preset to
 perfectly, one on their bag of codes only half the time), and rotary attention alone gives a small
 LLM trained from scratch no absolute position within the 3D block.
 
+``CaptionerSettings.fhat_input`` (off by default; not in the paper) feeds the LLM what the VQVAE's
+decoder would read instead of the per-scale code vectors: the accumulated latent ``f_hat`` after
+the kept scales (Algorithm 2 on them, with a frozen copy of the VQVAE's quantizer), cut into 2 x 2
+patches of its cells, one 3D token per patch (48 for the tiny preset, whatever ``keep``). The
+code vectors of separate scales are residuals; a colour laid out in space (a gradient's bottom
+and top, a two-tone object's halves) is their sum, which a small LLM trained from scratch does not
+learn to form.
+
 A checkpoint is one folder: ``model.safetensors`` (LLM, projector, codebook copy), ``config.json``
 (format ``sar3d-captioner/1``: the LLM's config, the token schedule, ``keep`` and the fingerprint of
 the VQVAE whose tokens it reads) and ``tokenizer/``. Tokens of another VQVAE are refused.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -95,6 +104,7 @@ class CaptionerSettings:
     keep: int | None = None  # scales fed to the LLM; None: K - 2 (Sec. 4.3)
     max_new_tokens: int = 48
     position_embedding: bool = False  # a learned vector per 3D token position (not in the paper; see the module doc)
+    fhat_input: bool = False  # feed 2 x 2 patches of the accumulated f_hat, not code vectors (not in the paper)
 
 
 @dataclass
@@ -159,7 +169,7 @@ class SAR3DCaptioner(nn.Module):
     """Codebook lookup -> projector -> LLaMA on ``[system, 3D tokens, prompt]`` -> caption (Eq. 10)."""
 
     def __init__(self, llm, tokenizer, codebook_VC: torch.Tensor, schedule, keep: int | None = None,
-                 meta: dict | None = None, position_embedding: bool = False):
+                 meta: dict | None = None, position_embedding: bool = False, fhat_quantizer=None):
         super().__init__()
         self.schedule = tuple(int(s) for s in schedule)
         self.keep = len(self.schedule) - 2 if keep is None else int(keep)
@@ -170,7 +180,11 @@ class SAR3DCaptioner(nn.Module):
         if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
             llm.resize_token_embeddings(len(tokenizer))
         self.llm, self.tokenizer = llm, tokenizer
-        self.projector = projector(codebook_VC.shape[1], llm.config.hidden_size)
+        # with f_hat input (see the module doc): a frozen copy of the VQVAE's quantizer computes it
+        self.fhat_quantizer = fhat_quantizer.eval().requires_grad_(False) if fhat_quantizer is not None else None
+        in_dim = codebook_VC.shape[1] * (4 if fhat_quantizer is not None else 1)
+        self.fhat_norm = nn.LayerNorm(in_dim) if fhat_quantizer is not None else None
+        self.projector = projector(in_dim, llm.config.hidden_size)
         # optional: which scale, plane and cell each 3D token is, as the AR transformer's learned positions
         self.token_position = nn.Parameter(torch.randn(total_tokens(self.schedule), llm.config.hidden_size) * 0.02) \
             if position_embedding else None
@@ -216,7 +230,8 @@ class SAR3DCaptioner(nn.Module):
             source = str(llm)
         meta = {"llm_source": source, "vqvae_config": cfg.to_dict(), "vqvae_fingerprint": vqvae.fingerprint(),
                 "vqvae_checkpoint": str(vqvae_checkpoint), "max_new_tokens": settings.max_new_tokens}
-        return cls(model, tokenizer, codebook, cfg.scales, settings.keep, meta, settings.position_embedding)
+        quantizer = copy.deepcopy(vqvae.quantizer).cpu() if settings.fhat_input else None
+        return cls(model, tokenizer, codebook, cfg.scales, settings.keep, meta, settings.position_embedding, quantizer)
 
     @property
     def vqvae_fingerprint(self) -> str:
@@ -232,6 +247,13 @@ class SAR3DCaptioner(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def num_slots(self, n: int) -> int:
+        """3D tokens the LLM sees for ``n`` token ids: ``n``, or with f_hat input one per 2 x 2 patch of cells."""
+        if self.fhat_quantizer is None:
+            return n
+        h, w = self.fhat_quantizer.latent_hw
+        return 3 * (h // 2) * (w // 2)
 
     # --- the multimodal sequence (Eq. 10) -----------------------------------------------
     def prompt_ids(self, n: int | None) -> list[int]:
@@ -261,6 +283,27 @@ class SAR3DCaptioner(nn.Module):
             raise ValueError(f"token ids must lie in [0, {self.codebook.shape[0]})")
         return self.codebook[ids]
 
+    @torch.no_grad()
+    def fhat_patches(self, codes_Bn: torch.Tensor) -> torch.Tensor:
+        """``(B, n)`` ids of the first scales -> ``(B, 3 h/2 w/2, 4 C)``: ``f_hat`` after those scales
+        (Algorithm 2), its cells in 2 x 2 patches, plane-major then row-major."""
+        from .quantizer import sequence_to_tokens
+
+        n, keep = codes_Bn.shape[1], 0
+        while keep < self.num_scales and total_tokens(self.schedule[:keep + 1]) <= n:
+            keep += 1
+        if keep == 0 or total_tokens(self.schedule[:keep]) != n:
+            raise ValueError(f"{n} token ids are not whole scales of {list(self.schedule)}")
+        f = self.fhat_quantizer.tokens_to_fhat(sequence_to_tokens(codes_Bn, self.schedule[:keep]), keep)
+        B, P, C, h, w = f.shape
+        f = f.reshape(B, P, C, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+        return f.reshape(B, P * (h // 2) * (w // 2), 4 * C)
+
+    def inputs_3d(self, codes_Bn: torch.Tensor) -> torch.Tensor:
+        """What the projector reads: the code vectors ``(B, n, C)``, or the f_hat patches (``fhat_patches``)."""
+        vectors = self.code_vectors(codes_Bn)  # also checks the ids
+        return vectors if self.fhat_quantizer is None else self.fhat_norm(self.fhat_patches(codes_Bn))
+
     def embed(self, input_ids_BT: torch.Tensor, codes_Bn: torch.Tensor | None = None, blind: bool = False):
         """``inputs_embeds (B, T, w)``: the token embeddings, with Gamma_proj(codes) spliced in at the
         ``<point_patch>`` positions (zeros with ``blind``: the baseline that sees no 3D tokens)."""
@@ -268,12 +311,12 @@ class SAR3DCaptioner(nn.Module):
         slot_BT = input_ids_BT == self.patch_id
         if not slot_BT.any():
             return emb_BTD
-        if codes_Bn is None or (slot_BT.sum(1) != codes_Bn.shape[1]).any():
+        if codes_Bn is None or (slot_BT.sum(1) != self.num_slots(codes_Bn.shape[1])).any():
             raise ValueError(f"each row needs one <point_patch> per 3D token: {slot_BT.sum(1).tolist()} slots for "
-                             f"{None if codes_Bn is None else codes_Bn.shape[1]} tokens")
-        z_BnD = self.projector(self.code_vectors(codes_Bn))  # Z_proj = Gamma_proj(R~)
+                             f"{None if codes_Bn is None else self.num_slots(codes_Bn.shape[1])} tokens")
+        z_BnD = self.projector(self.inputs_3d(codes_Bn))  # Z_proj = Gamma_proj(R~)
         if self.token_position is not None:
-            z_BnD = z_BnD + self.token_position[:codes_Bn.shape[1]]
+            z_BnD = z_BnD + self.token_position[:z_BnD.shape[1]]
         if blind:
             z_BnD = torch.zeros_like(z_BnD)
         return emb_BTD.masked_scatter(slot_BT[..., None], z_BnD.to(emb_BTD.dtype))  # row-major: token j of row b
@@ -310,7 +353,7 @@ class SAR3DCaptioner(nn.Module):
 
         self.eval()
         B, n = codes_Bn.shape
-        ids_BT = torch.tensor(self.prompt_ids(n), device=self.codebook.device).expand(B, -1)
+        ids_BT = torch.tensor(self.prompt_ids(self.num_slots(n)), device=self.codebook.device).expand(B, -1)
         emb = self.embed(ids_BT, codes_Bn, blind)
         sampling = dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p) if not greedy \
             else dict(do_sample=False, num_beams=int(num_beams))
@@ -356,7 +399,7 @@ class SAR3DCaptioner(nn.Module):
         meta = {**self.meta, **(extra or {}), "format": FORMAT,
                 "llm_config": json.loads(self.llm.config.to_json_string()),
                 "schedule": list(self.schedule), "keep": self.keep, "code_dim": int(self.codebook.shape[1]),
-                "position_embedding": self.token_position is not None,
+                "position_embedding": self.token_position is not None, "fhat_input": self.fhat_quantizer is not None,
                 "codebook_size": int(self.codebook.shape[0]), "prompt": PROMPT, "system": SYSTEM,
                 "parameters": self.num_parameters()}
         tmp_w, tmp_c = folder / f".{WEIGHTS_NAME}.tmp", folder / f".{CONFIG_NAME}.tmp"
@@ -391,10 +434,16 @@ class SAR3DCaptioner(nn.Module):
         llm = AutoModelForCausalLM.from_config(CONFIG_MAPPING[llm_cfg.pop("model_type")].from_dict(llm_cfg))
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder / TOKENIZER_FOLDER))
         keys = ("format", "llm_config", "schedule", "keep", "code_dim", "codebook_size", "prompt", "system",
-                "parameters", "position_embedding")
+                "parameters", "position_embedding", "fhat_input")
+        quantizer = None
+        if meta.get("fhat_input"):  # its weights come with the captioner's
+            from .config import SAR3DConfig
+            from .quantizer import MultiScaleTriplaneQuantizer
+
+            quantizer = MultiScaleTriplaneQuantizer.from_config(SAR3DConfig.from_dict(meta["vqvae_config"]))
         model = cls(llm, tokenizer, torch.zeros(meta["codebook_size"], meta["code_dim"]), meta["schedule"],
                     meta["keep"], {k: v for k, v in meta.items() if k not in keys},
-                    meta.get("position_embedding", False))
+                    meta.get("position_embedding", False), quantizer)
         try:
             load_model(model, str(folder / WEIGHTS_NAME))
         except (RuntimeError, OSError, ValueError) as err:  # missing / unexpected keys, wrong shapes, corrupt file
@@ -470,7 +519,7 @@ class CaptionDataset(torch.utils.data.Dataset):
                              f"and at least one")
         if twins is not None and len(twins) != len(captions):
             raise ValueError(f"{len(twins)} twin captions for {len(captions)} captions: need one (or None) each")
-        n = None if text_only else codes_Nn.shape[1]
+        n = None if text_only else captioner.num_slots(codes_Nn.shape[1])
         pairs = [captioner.example(c, n) for c in captions]
         twin_pairs = [captioner.example(t, n) if t else None for t in twins] if twins is not None else []
         T = max(len(ids) for ids, _ in pairs + [p for p in twin_pairs if p])
@@ -593,6 +642,10 @@ def stage(captioner: SAR3DCaptioner, which: int, steps: int, peak_lr: float, war
     llm, proj = captioner.llm, captioner.projector
     llm.requires_grad_(which != 1)
     proj.requires_grad_(which != 0)
+    if captioner.fhat_norm is not None:
+        captioner.fhat_norm.requires_grad_(which != 0)
+    if captioner.fhat_quantizer is not None:  # the VQVAE's, frozen in every stage
+        captioner.fhat_quantizer.requires_grad_(False)
     if captioner.token_position is not None:
         captioner.token_position.requires_grad_(which != 0)
     handles, current = [], {"step": 1}
@@ -616,6 +669,8 @@ def stage(captioner: SAR3DCaptioner, which: int, steps: int, peak_lr: float, war
         for h in handles:
             h.remove()
         captioner.requires_grad_(True)
+        if captioner.fhat_quantizer is not None:
+            captioner.fhat_quantizer.requires_grad_(False)
 
 
 def train_stage(captioner: SAR3DCaptioner, dataset: CaptionDataset, which: int, train_cfg, warmup: float = 0.03,

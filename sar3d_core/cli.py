@@ -654,7 +654,7 @@ def _cmd_train_captioner(args) -> None:
                            colour_weight=args.colour_word_weight, twin_weight=args.twin_weight)
     settings = CaptionerSettings(width=args.width, layers=args.layers, heads=args.heads,
                                  intermediate=args.intermediate or int(8 * args.width / 3) // 8 * 8, keep=args.keep,
-                                 position_embedding=args.position_embedding)
+                                 position_embedding=args.position_embedding, fhat_input=args.fhat_input)
     train_cfg = TrainConfig(steps=max(max(steps), 1), batch_size=args.batch_size, seed=args.seed, out_dir=args.out,
                             ckpt_every=args.ckpt_every, device=args.device)
     train_captioner(args.tokens, vqvae, train_cfg, args.data, settings, stages, llm=args.llm, resume=args.resume,
@@ -942,6 +942,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny LLaMA SwiGLU size (default 8/3 of the width)")
     t.add_argument("--position-embedding", action="store_true",
                    help="add a learned vector per 3D token position to the projected tokens (not in the paper)")
+    t.add_argument("--fhat-input", action="store_true",
+                   help="feed 2 x 2 patches of the accumulated latent f_hat after the kept scales instead of their "
+                        "code vectors (not in the paper)")
     t.add_argument("--colour-word-weight", type=_float_in(0, low_open=True), default=1.0,
                    help="loss weight of the colour words in stages 1 and 2 (default 1: the official uniform loss; "
                         "not in the paper)")

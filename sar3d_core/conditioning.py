@@ -256,7 +256,8 @@ class ConditionEncoder(nn.Module):
             raise FileNotFoundError(f"the tiny CLIP {folder} is missing: train it with `{TRAIN_COMMAND}` "
                                     f"(about 10 minutes on 2 CPU cores)")
         where = "" if folder.resolve() == TINY_CLIP_FOLDER else f" from {folder}"
-        return cls(folder, folder, f"{TINY_CLIP_NAME}: text tower{where}", f"{TINY_CLIP_NAME}: vision tower{where}")
+        text_name, image_name = tiny_clip_tower_names(folder)
+        return cls(folder, folder, f"{text_name}{where}", f"{image_name}{where}")
 
     @property
     def name(self) -> str:
@@ -568,6 +569,18 @@ def _train_split_renders(num_objects: int, views: int, seed: int, progress: bool
     return [objects[i] for i in keep], images.view(num_objects, views, 3, 64, 64)[keep], render_s
 
 
+def tiny_clip_tower_names(folder) -> tuple[str, str]:
+    """The names of a tiny CLIP folder's text and vision towers (``metrics.json``'s ``text_tower`` and
+    ``vision_tower``; a folder without them is a from-scratch ``TINY_CLIP_NAME`` model). A generator
+    records the name of the tower it was trained on, so a text tower trained further gets a name of
+    its own while the untouched vision tower keeps its name."""
+    names = {}
+    if (Path(folder) / "metrics.json").is_file():
+        names = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+    return (names.get("text_tower", f"{TINY_CLIP_NAME}: text tower"),
+            names.get("vision_tower", f"{TINY_CLIP_NAME}: vision tower"))
+
+
 def save_tiny_clip(out_folder, clip, tokenizer) -> Path:
     """The folder ``ConditionEncoder.tiny_clip`` reads: the CLIPModel, its tokenizer and image processor."""
     from transformers import CLIPImageProcessor
@@ -649,7 +662,11 @@ def train_tiny_clip(out_folder=TINY_CLIP_FOLDER, num_objects: int = 3000, views:
         train_s = time.perf_counter() - t0 - render_s
         if not is_main_process():  # under torchrun the ranks hold the same weights: one writer
             return clip
-        metrics = {"model": TINY_CLIP_NAME, "command": f"python -m sar3d_core.conditioning --out {out_folder} "
+        text_tower, vision_tower = f"{TINY_CLIP_NAME}: text tower", f"{TINY_CLIP_NAME}: vision tower"
+        if text_only_from:  # the vision tower keeps its name, the text tower gets one of its own
+            text_tower, vision_tower = tiny_clip_tower_names(text_only_from)
+            text_tower += f" + {epochs} epochs text-only" + (" with colour-swapped twins" if twin_negatives else "")
+        metrics = {"model": TINY_CLIP_NAME, "text_tower": text_tower, "vision_tower": vision_tower, "command": f"python -m sar3d_core.conditioning --out {out_folder} "
                    f"--objects {num_objects} --views {views} --epochs {epochs} --seed {seed} --threads {threads}"
                    + (" --twin-negatives" if twin_negatives else "")
                    + (f" --text-only-from {text_only_from}" if text_only_from else ""), "twin_negatives": twin_negatives,

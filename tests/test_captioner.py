@@ -268,6 +268,42 @@ def test_a_tiny_captioner_overfits_four_objects_and_greedy_generate_reproduces_t
     assert cap.caption(seq, num_beams=4) == [_normal(c) for c in captions]
 
 
+def test_the_optional_fhat_input_feeds_patches_of_the_vqvaes_accumulated_latent(vqvae, tmp_path):
+    settings = CaptionerSettings(**{**TINY.__dict__, "fhat_input": True, "position_embedding": True})
+    captions = [make_object(s).caption for s in SEEDS]
+    cap = SAR3DCaptioner.from_vqvae(vqvae, captions, settings)
+    seq = _sequences(vqvae.cfg, 4)
+    h, w = vqvae.quantizer.latent_hw
+    for keep in (1, cap.keep, cap.num_scales):
+        codes = cap.truncate(seq, keep)
+        f = vqvae.quantizer.tokens_to_fhat(sequence_to_tokens(seq, vqvae.cfg.scales), keep)  # (B, 3, C, h, w)
+        patches = cap.fhat_patches(codes)
+        assert patches.shape == (4, 3 * (h // 2) * (w // 2), 4 * f.shape[2]) == (4, cap.num_slots(codes.shape[1]), 32)
+        # patch (plane 1, row 0, column 1) holds cells rows 0-1, columns 2-3 of plane 1, channel-major
+        j = (h // 2) * (w // 2) + 1
+        torch.testing.assert_close(patches[:, j], f[:, 1, :, 0:2, 2:4].reshape(4, -1))
+        ids = torch.tensor(cap.prompt_ids(cap.num_slots(codes.shape[1]))).expand(4, -1)
+        slots = ids[0] == cap.patch_id
+        torch.testing.assert_close(cap.embed(ids, codes)[:, slots],
+                                   cap.projector(cap.fhat_norm(patches)) + cap.token_position[:patches.shape[1]])
+    with pytest.raises(ValueError, match="whole scales"):
+        cap.fhat_patches(seq[:, :5])
+    # training moves the projector, never the VQVAE's quantizer copy; a checkpoint brings it back
+    ds = CaptionDataset(cap, cap.truncate(seq), captions)
+    assert (ds.input_ids == cap.patch_id).sum(1).eq(cap.num_slots(ds.codes.shape[1])).all()
+    frozen = {k: v.clone() for k, v in cap.fhat_quantizer.state_dict().items()}
+    proj = cap.projector[0].weight.clone()
+    for which in (1, 2):
+        train_stage(cap, ds, which, TrainConfig(steps=2, batch_size=4, lr=1e-2, ckpt_every=0,
+                                                out_dir=str(tmp_path / f"s{which}")))
+    assert all(torch.equal(v, frozen[k]) for k, v in cap.fhat_quantizer.state_dict().items())
+    assert not torch.equal(cap.projector[0].weight, proj)
+    cap.save_pretrained(tmp_path / "c")
+    again = SAR3DCaptioner.from_pretrained(tmp_path / "c")
+    assert again.fhat_quantizer is not None and again.caption(seq) == cap.caption(seq)
+    assert SAR3DCaptioner.from_vqvae(vqvae, ["a red chair"], TINY).fhat_quantizer is None  # the paper's default
+
+
 def test_stage_1_trains_the_projector_and_special_tokens_with_the_llm_frozen(vqvae, tmp_path):
     captions = [make_object(s).caption for s in SEEDS]
     cap = SAR3DCaptioner.from_vqvae(vqvae, captions, TINY)

@@ -357,6 +357,15 @@ def test_training_command_writes_a_loadable_tiny_clip_and_resumes(tmp_path, monk
     conditioning.train_tiny_clip(tmp_path / "again", resume=True, **kw)
     again = load_file(tmp_path / "again" / "model.safetensors")
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    # a text-only fine-tune: the vision tower's weights and name stay, the text tower gets a name of its own
+    conditioning.train_tiny_clip(tmp_path / "text", **{**kw, "run_dir": tmp_path / "run_text"},
+                                 twin_negatives=True, text_only_from=tmp_path / "clip")
+    text = load_file(tmp_path / "text" / "model.safetensors")
+    assert all(torch.equal(text[k], first[k]) for k in first if k.startswith(("vision_model", "visual_projection")))
+    names, base = conditioning.tiny_clip_tower_names(tmp_path / "text"), conditioning.tiny_clip_tower_names(tmp_path / "clip")
+    assert names[1] == base[1] and names[0].startswith(base[0]) and names[0] != base[0] and "twins" in names[0]
+    tuned = ConditionEncoder.tiny_clip(tmp_path / "text")
+    assert tuned.text_name.startswith(names[0]) and tuned.image_name.startswith(names[1])
 
 
 @pytest.fixture(scope="module")
