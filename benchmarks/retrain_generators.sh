@@ -13,7 +13,8 @@
 #   image10k (the image model on them, 3000 steps), image10k_long (the same for 5500 steps),
 #   text10k_long (the text model on them for 6500 steps instead of 3500), captioner10k_cw3 (captioner10k with
 #   the colour words weighing 3 in the answer loss of stages 1 and 2), captioner10k_cw3_seed1 (the same, seed 1),
-#   captioner10k_cw2 (the colour words weighing 2), text10k_twins (text10k_long's command, run with the twin-negative
+#   captioner10k_cw2 (the colour words weighing 2), captioner10k_fhat (captioner10k_cw3 fed f_hat patches:
+#   --fhat-input), text10k_twins (text10k_long's command, run with the twin-negative
 #   tiny CLIP in data_samples/tiny_clip: runs/tiny_clip_twins_export).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,8 @@ for s in "${steps[@]}"; do
                         --out runs/captioner_10k_cw3 --export runs/captioner_10k_cw3_export ;;
     captioner10k_cw3_seed1) run captioner10k_cw3_seed1 "${TRAIN[@]}" "${CAP10K[@]}" --colour-word-weight 3 --seed 1 \
                               --out runs/captioner_10k_cw3_seed1 --export runs/captioner_10k_cw3_seed1_export ;;
+    captioner10k_fhat) run captioner10k_fhat "${TRAIN[@]}" "${CAP10K[@]}" --colour-word-weight 3 --fhat-input \
+                         --out runs/captioner_10k_fhat --export runs/captioner_10k_fhat_export ;;
     captioner10k_cw2) run captioner10k_cw2 "${TRAIN[@]}" "${CAP10K[@]}" --colour-word-weight 2 \
                         --out runs/captioner_10k_cw2 --export runs/captioner_10k_cw2_export ;;
     text10k) run text10k "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 --width 128 \
