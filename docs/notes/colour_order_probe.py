@@ -8,7 +8,7 @@ feature network names the main colour of two views. A generator that reads the o
 first colour of both twins; one that reads the colours as a set gets about half of them. The
 tiny CLIP's pooled text features of the twins are compared as well (cosine similarity).
 
-    python docs/notes/colour_order_probe.py --pairs 30 --json benchmarks/results/colour_order_probe.json
+    python docs/notes/colour_order_probe.py --pairs 30 [--checkpoint GENERATOR] --json benchmarks/results/colour_order_probe.json
 """
 import argparse
 import json
@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--patterns", nargs="+", default=["gradient", "dotted", "plain"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1000])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", default=str(DEFAULT_TEXT), help="text generator (default: the shipped one)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -40,7 +41,7 @@ def main():
     for _ in range(a.pairs):
         c, c2 = rng.choice(len(colours), 2, replace=False)
         triples.append((CATEGORIES[rng.integers(len(CATEGORIES))], colours[c], colours[c2]))
-    gen, judge = Pipeline.from_pretrained(DEFAULT_TEXT), load_default()
+    gen, judge = Pipeline.from_pretrained(a.checkpoint), load_default()
     out = {"generator": gen.name, "judge": judge.name, "pairs": a.pairs, "seeds": a.seeds, "patterns": {}}
     for pattern in a.patterns:
         fwd = [TEMPLATES[pattern].format(c=c, c2=c2, noun=n) for n, c, c2 in triples]
