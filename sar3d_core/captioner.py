@@ -47,8 +47,9 @@ decoder would read instead of the per-scale code vectors: the accumulated latent
 the kept scales (Algorithm 2 on them, with a frozen copy of the VQVAE's quantizer), cut into 2 x 2
 patches of its cells, one 3D token per patch (48 for the tiny preset, whatever ``keep``). The
 code vectors of separate scales are residuals; a colour laid out in space (a gradient's bottom
-and top, a two-tone object's halves) is their sum, which a small LLM trained from scratch does not
-learn to form.
+and top, a two-tone object's halves) is their sum. On the tiny preset this did not name colours
+more often than the code vectors, but a longer prefix than the one trained on no longer confuses
+it (docs/RESULTS.md, Captioning).
 
 A checkpoint is one folder: ``model.safetensors`` (LLM, projector, codebook copy), ``config.json``
 (format ``sar3d-captioner/1``: the LLM's config, the token schedule, ``keep`` and the fingerprint of
