@@ -15,7 +15,7 @@
 #   the colour words weighing 3 in the answer loss of stages 1 and 2), captioner10k_cw3_seed1 (the same, seed 1),
 #   captioner10k_cw2 (the colour words weighing 2), captioner10k_fhat (captioner10k_cw3 fed f_hat patches:
 #   --fhat-input), text10k_twins (text10k_long's command, run with the twin-negative
-#   tiny CLIP in data_samples/tiny_clip: runs/tiny_clip_twins_export).
+#   tiny CLIP in data_samples/tiny_clip: runs/tiny_clip_twins_export; shipped), text10k_twins_seed1 (the same, seed 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -81,6 +81,9 @@ for s in "${steps[@]}"; do
     text10k_twins) run text10k_twins "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 \
                      --width 128 --batch-size 8 --lr 1e-3 --threads 1 --steps 6500 --out runs/ar_text_10k_twins \
                      --export runs/ar_text_10k_twins_export ;;
+    text10k_twins_seed1) run text10k_twins_seed1 "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" \
+                           --depth 3 --width 128 --batch-size 8 --lr 1e-3 --threads 1 --steps 6500 --seed 1 \
+                           --out runs/ar_text_10k_twins_seed1 --export runs/ar_text_10k_twins_seed1_export ;;
     text10k_long) run text10k_long "${TRAIN[@]}" ar --cond text --tokens "$TOKENS10K" --data "$DATA10K" --depth 3 \
                     --width 128 --batch-size 8 --lr 1e-3 --threads 1 --steps 6500 --out runs/ar_text_10k_6500 \
                     --export runs/ar_text_10k_6500_export ;;
