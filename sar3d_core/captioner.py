@@ -278,11 +278,15 @@ class SAR3DCaptioner(nn.Module):
         ids = {i for c in COLOURS for i in self.words(" " + c)}
         return torch.tensor(sorted(ids - {self.tokenizer.unk_token_id}), dtype=torch.long)
 
-    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        """``(...)`` token ids -> ``(..., C)`` l2-normalised code vectors (the VQVAE's ``lookup``)."""
+    def check_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids``, after checking that they are entries of the codebook (ValueError otherwise)."""
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook.shape[0]):
             raise ValueError(f"token ids must lie in [0, {self.codebook.shape[0]})")
-        return self.codebook[ids]
+        return ids
+
+    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(...)`` token ids -> ``(..., C)`` l2-normalised code vectors (the VQVAE's ``lookup``)."""
+        return self.codebook[self.check_ids(ids)]
 
     @torch.no_grad()
     def fhat_patches(self, codes_Bn: torch.Tensor) -> torch.Tensor:
@@ -302,8 +306,9 @@ class SAR3DCaptioner(nn.Module):
 
     def inputs_3d(self, codes_Bn: torch.Tensor) -> torch.Tensor:
         """What the projector reads: the code vectors ``(B, n, C)``, or the f_hat patches (``fhat_patches``)."""
-        vectors = self.code_vectors(codes_Bn)  # also checks the ids
-        return vectors if self.fhat_quantizer is None else self.fhat_norm(self.fhat_patches(codes_Bn))
+        if self.fhat_quantizer is None:
+            return self.code_vectors(codes_Bn)
+        return self.fhat_norm(self.fhat_patches(self.check_ids(codes_Bn)))
 
     def embed(self, input_ids_BT: torch.Tensor, codes_Bn: torch.Tensor | None = None, blind: bool = False):
         """``inputs_embeds (B, T, w)``: the token embeddings, with Gamma_proj(codes) spliced in at the

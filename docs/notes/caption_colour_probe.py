@@ -36,19 +36,28 @@ def colour_labels(loaded) -> torch.Tensor:
                          for s, r in zip(loaded["seed"], loaded["caption"])])
 
 
-def probe(xtr, ytr, xte, yte, predictions: bool = False):
-    """Train the MLP probe on ``(xtr, ytr)``; its accuracy on the first 1000 training rows and on the test rows
-    (and, with ``predictions``, its predicted class per test row as a third value)."""
-    net = torch.nn.Sequential(torch.nn.Linear(xtr.shape[1], 256), torch.nn.GELU(), torch.nn.Dropout(0.2),
-                              torch.nn.Linear(256, len(COLOURS)))
+def mlp(in_features: int) -> torch.nn.Module:
+    """The probe's network: one hidden layer of 256."""
+    return torch.nn.Sequential(torch.nn.Linear(in_features, 256), torch.nn.GELU(), torch.nn.Dropout(0.2),
+                               torch.nn.Linear(256, len(COLOURS)))
+
+
+def fit(net, xtr, ytr, epochs: int = 30):
+    """Train ``net`` on ``(xtr, ytr)`` (AdamW 1e-3, weight decay 0.05, batches of 128); returns it in eval mode."""
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.05)
-    for epoch in range(30):
+    for _ in range(epochs):
         net.train()
         for i in torch.randperm(len(xtr)).split(128):
             opt.zero_grad()
             F.cross_entropy(net(xtr[i]), ytr[i]).backward()
             opt.step()
-    net.eval()
+    return net.eval()
+
+
+def probe(xtr, ytr, xte, yte, predictions: bool = False):
+    """Train the MLP probe on ``(xtr, ytr)``; its accuracy on the first 1000 training rows and on the test rows
+    (and, with ``predictions``, its predicted class per test row as a third value)."""
+    net = fit(mlp(xtr.shape[1]), xtr, ytr)
     with torch.no_grad():
         tr = (net(xtr[:1000]).argmax(1) == ytr[:1000]).float().mean().item()
         pred = net(xte).argmax(1)
