@@ -6,7 +6,8 @@
 #   (bf16 autocast on the CPU); preset_concat / preset_attn: the planes concatenated (official) instead of
 #   summed, two DiT-like blocks in the decoder (within / across planes);
 #   preset_up64: one more upsampling stage in both decoder streams, 64 x 64 feature planes instead of 32 x 32;
-#   preset_s48: 48 samples per ray instead of 24, in training and in the evaluation.
+#   preset_s48: 48 samples per ray instead of 24, in training and in the evaluation;
+#   preset_ss2: every supervised pixel rendered as the mean of its 2 x 2 sub-pixel rays, as the targets were.
 #   (Variants at the full budget: benchmarks/vqvae_full_variant.sh.)
 #   Each run is scored with vqvae_eval (anti-aliased, oracle, hue, featnet).
 # Usage: benchmarks/vqvae_ablation.sh STEPS SEED [VARIANT ...]   (results: runs/ablation/*/eval.json)
@@ -47,6 +48,7 @@ declare -A EXTRA=(
   [preset_s48]="{\"triplane\": {\"num_samples\": 48}}"
   [preset_fp32]="{}"
   [preset_bf16]="{}"
+  [preset_ss2]="{}"
 )
 declare -A OPTS=(
   [base]="--readout-weight 0 --object-ray-share 0"
@@ -62,6 +64,7 @@ declare -A OPTS=(
   [preset_s48]=""
   [preset_fp32]=""
   [preset_bf16]="--bf16-cpu"
+  [preset_ss2]="--supersample 2"
 )
 VARIANTS=("$@"); [ ${#VARIANTS[@]} -eq 0 ] && VARIANTS=(base lift lift_colour lift_colour_l2 preset)
 for v in "${VARIANTS[@]}"; do
