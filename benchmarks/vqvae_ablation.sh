@@ -7,7 +7,9 @@
 #   summed, two DiT-like blocks in the decoder (within / across planes);
 #   preset_up64: one more upsampling stage in both decoder streams, 64 x 64 feature planes instead of 32 x 32;
 #   preset_s48: 48 samples per ray instead of 24, in training and in the evaluation;
-#   preset_ss2: every supervised pixel rendered as the mean of its 2 x 2 sub-pixel rays, as the targets were.
+#   preset_ss2: every supervised pixel rendered as the mean of its 2 x 2 sub-pixel rays, as the targets were;
+#   preset_is12 / preset_is24: hierarchical sampling (TriplaneSettings.importance_samples), 12 + 12 samples per
+#   ray (as many field queries as the preset's 24) and 24 + 24.
 #   (Variants at the full budget: benchmarks/vqvae_full_variant.sh.)
 #   Each run is scored with vqvae_eval (anti-aliased, oracle, hue, featnet).
 # Usage: benchmarks/vqvae_ablation.sh STEPS SEED [VARIANT ...]   (results: runs/ablation/*/eval.json)
@@ -49,6 +51,8 @@ declare -A EXTRA=(
   [preset_fp32]="{}"
   [preset_bf16]="{}"
   [preset_ss2]="{}"
+  [preset_is12]="{\"triplane\": {\"num_samples\": 12, \"importance_samples\": 12}}"
+  [preset_is24]="{\"triplane\": {\"importance_samples\": 24}}"
 )
 declare -A OPTS=(
   [base]="--readout-weight 0 --object-ray-share 0"
@@ -65,6 +69,8 @@ declare -A OPTS=(
   [preset_fp32]=""
   [preset_bf16]="--bf16-cpu"
   [preset_ss2]="--supersample 2"
+  [preset_is12]=""
+  [preset_is24]=""
 )
 VARIANTS=("$@"); [ ${#VARIANTS[@]} -eq 0 ] && VARIANTS=(base lift lift_colour lift_colour_l2 preset)
 for v in "${VARIANTS[@]}"; do

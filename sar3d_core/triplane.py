@@ -54,6 +54,9 @@ class TriplaneSettings:
     density_bias: float = -4.0  # softplus(-4) * 10 = 0.18 per unit: start nearly empty
     density_scale: float = 10.0
     num_samples: int = 24  # samples per ray inside the box
+    # > 0: that many more samples per ray drawn where the first pass's weights lie (hierarchical
+    # sampling, as the EG3D / LN3Diff renderer the official code uses does); 0 in the tiny preset
+    importance_samples: int = 0
     bound: float = OBJECT_BOX
     colour_channels: int = 0  # > 0: the last ones of F feed a colour MLP of their own (0: one shared trunk)
     colour_latent_channels: int = 0  # > 0 (needs colour_channels): the last ones of C feed a colour decoder of their own
@@ -311,8 +314,35 @@ class TriplaneField(nn.Module):
         return sigma_BN, rgb_BN3
 
 
+def importance_t(weights_BRS: torch.Tensor, near, delta_BR, count: int, stratified: bool,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``count`` distances ``(B, R, count)`` per ray drawn from the piecewise-constant density of
+    the first pass's ``weights`` over its equal bins (inverse transform sampling, NeRF [44] Sec. 5.2).
+
+    The weights are widened to each bin's neighbours (a 3-bin max, so the bins around a surface get
+    samples too) and floored at 1% of their mean (empty rays sample uniformly). The quantiles are
+    ``(i + 0.5) / count``, or ``(i + u) / count`` with ``u`` uniform when ``stratified``."""
+    w = weights_BRS.detach()
+    w = torch.maximum(w, torch.maximum(F.pad(w[..., 1:], (0, 1)), F.pad(w[..., :-1], (1, 0))))
+    pdf = w + 0.01 * w.mean(-1, keepdim=True) + 1e-6
+    pdf = pdf / pdf.sum(-1, keepdim=True)
+    cdf = F.pad(torch.cumsum(pdf, -1), (1, 0))  # (B, R, S + 1), from 0 to 1
+    u = torch.arange(count, dtype=w.dtype, device=w.device)
+    if stratified:
+        dev = generator.device if generator is not None else w.device
+        u = u + torch.rand(*w.shape[:2], count, generator=generator, dtype=w.dtype, device=dev).to(w.device)
+    else:
+        u = (u + 0.5).expand(*w.shape[:2], count)
+    u = (u / count).clamp(0.0, 1.0 - 1e-6).contiguous()
+    S = w.shape[-1]
+    bin_ = (torch.searchsorted(cdf.contiguous(), u, right=True) - 1).clamp(0, S - 1)
+    lo, p = cdf.gather(-1, bin_), pdf.gather(-1, bin_)
+    return near[..., None] + delta_BR[..., None] * (bin_ + ((u - lo) / p).clamp(0.0, 1.0))
+
+
 def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratified: bool = False,
-                  generator: torch.Generator | None = None, depth_scale=None, background: float = 1.0) -> dict:
+                  generator: torch.Generator | None = None, depth_scale=None, background: float = 1.0,
+                  importance_samples: int = 0) -> dict:
     """Render rays ``(B, R, 3)`` through ``field_fn(points (B, N, 3)) -> (sigma (B, N), rgb (B, N, 3))``.
 
     ``[near, far]`` is cut into ``num_samples`` equal bins; sample ``i`` sits at the bin's
@@ -325,6 +355,12 @@ def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratifi
     do), ``expected_depth (B, R)`` = ``depth / opacity`` (the mean hit distance given a hit),
     ``weights (B, R, S)`` and ``t (B, R, S)``. Depths are distances along the ray, or planar
     when ``depth_scale (B, R)`` (distance per unit planar depth) is given: ``z = t / scale``.
+
+    ``importance_samples`` N > 0 adds N samples drawn from the first pass's weights
+    (``importance_t``) and composites all ``S + N``, sorted along the ray; each then stands for the
+    stretch of ray closer to it than to its neighbours (the cells still sum to ``far - near``), and
+    ``weights`` and ``t`` are ``(B, R, S + N)``. The field is queried at every sample, with
+    gradients; only where the new samples go is drawn from the detached weights.
     """
     if origins.ndim != 3 or origins.shape[-1] != 3 or dirs.shape != origins.shape:
         raise ValueError(f"origins {tuple(origins.shape)} and dirs {tuple(dirs.shape)} must both be (B, R, 3)")
@@ -350,11 +386,24 @@ def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratifi
         raise ValueError(f"field_fn returned sigma {tuple(sigma.shape)}, rgb {tuple(rgb.shape)}: "
                          f"expected ({B}, {R * S}) and ({B}, {R * S}, 3)")
     sigma_BRS, rgb_BRS3 = sigma.reshape(B, R, S), rgb.reshape(B, R, S, 3)
+    cell_BRS = delta_BR[..., None].expand(B, R, S)
+    if int(importance_samples) > 0:
+        N = int(importance_samples)
+        tau = sigma_BRS.detach() * cell_BRS
+        w_first = torch.exp(-(torch.cumsum(tau, -1) - tau)) * (1.0 - torch.exp(-tau))
+        t_new = importance_t(w_first, near, delta_BR, N, stratified, generator)
+        points = origins[:, :, None] + t_new[..., None] * dirs[:, :, None]
+        sigma_new, rgb_new = field_fn(points.reshape(B, R * N, 3))
+        t_BRS, order = torch.sort(torch.cat([t_BRS, t_new], -1), -1)
+        sigma_BRS = torch.cat([sigma_BRS, sigma_new.reshape(B, R, N)], -1).gather(-1, order)
+        rgb_BRS3 = torch.cat([rgb_BRS3, rgb_new.reshape(B, R, N, 3)], -2).gather(-2, order[..., None].expand(-1, -1, -1, 3))
+        mid = 0.5 * (t_BRS[..., 1:] + t_BRS[..., :-1])
+        cell_BRS = torch.cat([mid, far[..., None]], -1) - torch.cat([near[..., None], mid], -1)
 
     # Volume rendering (NeRF [44]) of C(r) = int T(t) sigma(t) c(t) dt, T(t) = exp(-int_0^t sigma):
     #   \hat{C} = \sum_i T_i \alpha_i c_i,  T_i = \exp(-\sum_{j<i} \sigma_j \delta_j),
     #   \alpha_i = 1 - \exp(-\sigma_i \delta_i),  w_i = T_i \alpha_i
-    tau_BRS = sigma_BRS * delta_BR[..., None]
+    tau_BRS = sigma_BRS * cell_BRS
     alpha_BRS = 1.0 - torch.exp(-tau_BRS)
     T_BRS = torch.exp(-(torch.cumsum(tau_BRS, -1) - tau_BRS))  # exclusive sum: j < i
     w_BRS = T_BRS * alpha_BRS
@@ -381,7 +430,7 @@ def camera_pixel_rays(c, height: int, width: int) -> tuple[torch.Tensor, torch.T
 
 def render_rays(planes_B3FHW, field: TriplaneField, origins_BR3, dirs_BR3, num_samples: int, depth_scale_BR=None,
                 stratified: bool = False, generator: torch.Generator | None = None,
-                chunk: int | None = None) -> dict:
+                chunk: int | None = None, importance_samples: int = 0) -> dict:
     """Volume-render the field on the triplane along rays ``(B, R, 3)`` inside its box (NeRF [44]).
 
     Returns ``rgb (B, R, 3)`` on white, ``depth (B, R)`` (``sum_i w_i t_i``, planar when
@@ -395,7 +444,8 @@ def render_rays(planes_B3FHW, field: TriplaneField, origins_BR3, dirs_BR3, num_s
     step = R if chunk is None else int(chunk)
     scale = (lambda s: None) if depth_scale_BR is None else (lambda s: depth_scale_BR[:, s])  # noqa: E731
     parts = [volume_render(field_fn, origins_BR3[:, i:i + step], dirs_BR3[:, i:i + step], near[:, i:i + step],
-                           far[:, i:i + step], num_samples, stratified, generator, scale(slice(i, i + step)))
+                           far[:, i:i + step], num_samples, stratified, generator, scale(slice(i, i + step)),
+                           importance_samples=importance_samples)
              for i in range(0, R, step)]
     cat = lambda k: torch.cat([p[k] for p in parts], 1)  # noqa: E731
     return {"rgb": cat("rgb"), "depth": cat("depth"), "mask": cat("opacity")}
@@ -409,7 +459,7 @@ def _check_cameras(planes_B3FHW, c) -> None:
 
 def render_images(planes_B3FHW, field: TriplaneField, c, height: int, width: int, num_samples: int,
                   stratified: bool = False, generator: torch.Generator | None = None,
-                  chunk: int | None = None) -> dict:
+                  chunk: int | None = None, importance_samples: int = 0) -> dict:
     """Render every pixel of cameras ``c (B, V, 25)``: full images (Sec. 4.1, the RGB-D-mask of Eq. 8).
 
     ``rgb (B, V, 3, H, W)`` on white, ``depth (B, V, 1, H, W)`` planar (``sum_i w_i z_i``, 0
@@ -418,7 +468,8 @@ def render_images(planes_B3FHW, field: TriplaneField, c, height: int, width: int
     _check_cameras(planes_B3FHW, c)
     B, V = c.shape[:2]
     origins, dirs, scale = camera_pixel_rays(c, height, width)
-    out = render_rays(planes_B3FHW, field, origins, dirs, num_samples, scale, stratified, generator, chunk)
+    out = render_rays(planes_B3FHW, field, origins, dirs, num_samples, scale, stratified, generator, chunk,
+                      importance_samples)
     return {"rgb": out["rgb"].reshape(B, V, height, width, 3).permute(0, 1, 4, 2, 3),
             "depth": out["depth"].reshape(B, V, 1, height, width),
             "mask": out["mask"].reshape(B, V, 1, height, width)}
@@ -436,7 +487,7 @@ def random_pixel_index(batch: int, views: int, height: int, width: int, count: i
 
 def render_pixels(planes_B3FHW, field: TriplaneField, c, height: int, width: int, index, num_samples: int,
                   stratified: bool = False, generator: torch.Generator | None = None,
-                  chunk: int | None = None) -> dict:
+                  chunk: int | None = None, importance_samples: int = 0) -> dict:
     """Render the pixels ``index (B, n)`` (numbers into the flattened ``(V, H, W)`` grid of
     cameras ``c (B, V, 25)``, e.g. ``random_pixel_index`` or ``patch_index``).
 
@@ -451,25 +502,27 @@ def render_pixels(planes_B3FHW, field: TriplaneField, c, height: int, width: int
     index = index.to(origins.device)
     take = lambda x: x.gather(1, index[..., None].expand(-1, -1, 3))  # noqa: E731
     out = render_rays(planes_B3FHW, field, take(origins), take(dirs), num_samples, scale.gather(1, index),
-                      stratified, generator, chunk)
+                      stratified, generator, chunk, importance_samples)
     pix = index % (height * width)
     return {**out, "index": index, "view": index // (height * width), "row": pix // width, "col": pix % width}
 
 
 def render_views(planes_B3FHW, field: TriplaneField, c, height: int, width: int, num_samples: int,
                  ray_subset: int | None = None, generator: torch.Generator | None = None,
-                 stratified: bool = False, chunk: int | None = None, index=None) -> dict:
+                 stratified: bool = False, chunk: int | None = None, index=None, importance_samples: int = 0) -> dict:
     """``render_images`` (neither ``ray_subset`` nor ``index``), or ``render_pixels`` at ``index``
     or at ``ray_subset`` pixels drawn by ``random_pixel_index`` with ``generator``: one entry
     point for ``vqvae.SAR3DVQVAE.render``, which takes the same options."""
     if ray_subset is not None and index is not None:
         raise ValueError("give ray_subset or index, not both")
     if ray_subset is None and index is None:
-        return render_images(planes_B3FHW, field, c, height, width, num_samples, stratified, generator, chunk)
+        return render_images(planes_B3FHW, field, c, height, width, num_samples, stratified, generator, chunk,
+                             importance_samples)
     _check_cameras(planes_B3FHW, c)
     if ray_subset is not None:
         index = random_pixel_index(c.shape[0], c.shape[1], height, width, ray_subset, generator)
-    return render_pixels(planes_B3FHW, field, c, height, width, index, num_samples, stratified, generator, chunk)
+    return render_pixels(planes_B3FHW, field, c, height, width, index, num_samples, stratified, generator, chunk,
+                         importance_samples)
 
 
 def patch_index(batch: int, views: int, height: int, width: int, patch: int, count: int = 1,

@@ -134,7 +134,8 @@ class SAR3DVQVAE(nn.Module):
             return supersampled(lambda s: self.render(planes_B3FHW, c_BV25, s, chunk=chunk), size, supersample)
         return render_views(planes_B3FHW, self.field, c_BV25, size, size, self.triplane_settings.num_samples,
                             ray_subset=ray_subset, generator=generator,
-                            stratified=self.training and generator is not None, index=index, chunk=chunk)
+                            stratified=self.training and generator is not None, index=index, chunk=chunk,
+                            importance_samples=self.triplane_settings.importance_samples)
 
     # --- one pass and Eq. 8 --------------------------------------------------------------
     def forward(self, batch: dict, ray_subset: int | None = None, generator: torch.Generator | None = None) -> dict:

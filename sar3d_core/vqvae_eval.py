@@ -82,14 +82,17 @@ class OracleField:
 
 
 @torch.no_grad()
-def oracle_render(obj, c_V25: torch.Tensor, size: int, num_samples: int, bound: float, supersample: int = 2) -> dict:
+def oracle_render(obj, c_V25: torch.Tensor, size: int, num_samples: int, bound: float, supersample: int = 2,
+                  importance_samples: int = 0) -> dict:
     """The exact object (``OracleField``) through the model's renderer (``triplane.render_images``, the
-    same ``num_samples``) and the same pixel sampling (``supersample``) -> ``rgb``, ``mask (1, V, C, H, W)``."""
+    same ``num_samples`` and ``importance_samples``) and the same pixel sampling (``supersample``) ->
+    ``rgb``, ``mask (1, V, C, H, W)``."""
     from .vqvae import supersampled
 
     field = OracleField(obj, bound)
     dummy = torch.zeros(1, 3, 1, 1, 1)
-    return supersampled(lambda s: render_images(dummy, field, c_V25[None], s, s, num_samples, chunk=16384),
+    return supersampled(lambda s: render_images(dummy, field, c_V25[None], s, s, num_samples, chunk=16384,
+                                                importance_samples=importance_samples),
                         size, supersample)
 
 
@@ -222,7 +225,7 @@ def evaluate_object(model, item: dict, *, prefixes: bool = True, supersample: in
     oracle_rgb = None
     if oracle and obj is not None:
         ref = oracle_render(obj, c[0], model.cfg.image_size, model.triplane_settings.num_samples, model.field.bound,
-                            supersample)
+                            supersample, model.triplane_settings.importance_samples)
         oracle_rgb = ref["rgb"][0].clamp(0, 1)
         row["psnr_oracle"] = float(psnr(oracle_rgb, true_rgb).mean())
         row["mask_iou_oracle"] = float(mask_iou(ref["mask"][0], true_mask).mean())
