@@ -369,6 +369,8 @@ def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratifi
                          f"must be (B, R) = {tuple(origins.shape[:2])}")
     if int(num_samples) < 1:
         raise ValueError(f"num_samples={num_samples} must be a positive integer")
+    if int(importance_samples) < 0:
+        raise ValueError(f"importance_samples={importance_samples} must be 0 (off) or a positive integer")
     B, R, _ = origins.shape
     S = int(num_samples)
     far = torch.maximum(far, near)  # a missed ray: empty interval, every delta 0

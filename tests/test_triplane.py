@@ -140,6 +140,8 @@ def test_importance_samples_keep_the_quadrature_exact_for_constant_density_and_o
     a = volume_render(sphere_field(3.0), o, d, near, far, 16)
     b = volume_render(sphere_field(3.0), o, d, near, far, 16, importance_samples=0)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="importance_samples=-1"):
+        volume_render(const, o, d, near, far, 8, importance_samples=-1)
     # gradients reach the field through the new samples too
     field = TriplaneField(8, hidden=16, layers=2)
     planes = torch.randn(1, 3, 8, 8, 8, requires_grad=True)

@@ -55,7 +55,8 @@ def views_psnr(model, field, planes, c, true_rgb) -> tuple[float, float, float]:
 def fit(model, start, c, rgb, mask, steps: int, rays: int, lr: float, seed: int, target: str = "planes"):
     """Fitted to the views ``rgb (V, 3, H, W)``, ``mask (V, 1, H, W)``: planes and a copy of the field
     (``target="planes"``, ``start`` the planes), or a latent triplane decoded by the frozen decoder
-    into planes for the frozen field (``"latent"``, ``start`` the latent) -> ``(planes, field)``."""
+    into planes for the frozen field (``"latent"``, ``start`` the latent; ``"tokens"``, ``start`` the
+    encoder's latent, quantized on the way) -> ``(planes, field, the fitted tensor)``."""
     free = start.clone().requires_grad_(True)
     if target == "planes":
         field = copy.deepcopy(model.field).train()
@@ -88,9 +89,8 @@ def fit(model, start, c, rgb, mask, steps: int, rays: int, lr: float, seed: int,
         for group in opt.param_groups:  # linear decay to 0.1x over the last half
             group.setdefault("lr0", group["lr"])
             group["lr"] = group["lr0"] * (1.0 if step < steps // 2 else 1.0 - 0.9 * (step - steps // 2) / (steps - steps // 2))
-    fit.last_free = free.detach()
     with torch.no_grad():
-        return make_planes().detach(), field.eval()
+        return make_planes().detach(), field.eval(), free.detach()
 
 
 def main():
@@ -136,13 +136,12 @@ def main():
             start = F.interpolate(planes.reshape(B * P, Fc, h, w), scale_factor=args.upsample, mode="bilinear",
                                   align_corners=False).reshape(B, P, Fc, h * args.upsample, w * args.upsample)
         n = len(INPUT_VIEWS) if args.fit_views == "input" else len(EVAL_VIEWS)
-        fitted, field = fit(model, start, c[:, :n], rgb[:n], mask[:n], args.steps, args.rays, args.lr, seed=i,
+        fitted, field, fitted_latent = fit(model, start, c[:, :n], rgb[:n], mask[:n], args.steps, args.rays, args.lr, seed=i,
                             target=args.target)
         row = {"seed": int(item["seed"]), "oracle_psnr": oracle}
         with torch.no_grad():
             results = {"shipped": shipped, f"free_{args.target}": views_psnr(model, field, fitted, c, rgb)}
             if args.quantize:
-                fitted_latent = fit.last_free
                 results["free_latent_tokens"] = views_psnr(model, field, model.decode_fhat(model.quantizer(fitted_latent).f_hat),
                                                            c, rgb)
         for name, (all_, inp, novel) in results.items():
