@@ -419,7 +419,7 @@ def _cmd_train_vqvae(args) -> None:
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device,
                             lr_decay_from=args.lr_decay_from, lr_final=args.lr_final, cpu_bf16=args.bf16_cpu)
     train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init,
-                decoder_only=args.decoder_only)
+                decoder_only=args.decoder_only, encoder_only=args.encoder_only)
     if args.export:
         print(f"exported the VQVAE to {args.export}")
 
@@ -880,6 +880,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--decoder-only", action="store_true",
                    help="with --init: train the decoder and field only; the encoder and codebook stay frozen, so "
                         "the result keeps --init's tokens and fingerprint (every generator still reads it)")
+    t.add_argument("--encoder-only", action="store_true",
+                   help="with --init: train the encoder only; the codebook, decoder and field stay frozen (a "
+                        "diagnostic: new tokens, which the shipped generators do not read)")
     t.add_argument("--single-scale", action="store_true",
                    help="one scale at the latent size: the VQVAE of the next-token baseline")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")

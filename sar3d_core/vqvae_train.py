@@ -521,8 +521,22 @@ def decoder_only_settings(settings: ObjectiveSettings) -> ObjectiveSettings:
     return replace(settings, dead_code_every=0, readout_weight=0.0)
 
 
+def freeze_reader(model: SAR3DVQVAE) -> None:
+    """Freeze ``model``'s quantizer (codebook and ``phi``), decoder and field: what reads the tokens.
+
+    What is left to train is the encoder, which chooses the tokens: an encoder-only fine-tune
+    (``train_vqvae(encoder_only=True)``, our addition, a diagnostic). Fitting tokens to one object at
+    a time through these frozen stages renders it better than the encoder's own tokens
+    (RESULTS, "What each stage can hold"); this asks how much of that more encoder training
+    recovers. The tokens change, so generators trained on the base's tokens do not read the result.
+    """
+    for part in (model.quantizer, model.decoder, model.field):
+        part.requires_grad_(False)
+
+
 def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: ObjectiveSettings | None = None,
-                resume: bool = False, export=None, init=None, decoder_only: bool = False) -> dict:
+                resume: bool = False, export=None, init=None, decoder_only: bool = False,
+                encoder_only: bool = False) -> dict:
     """Train the VQVAE on ``data`` (a built procedural folder or chunk folders, all 12 views
     supervised) with ``training.train``; export the VQVAE to ``export`` when given.
 
@@ -530,9 +544,15 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     (``init_from``); ignored on resume. ``decoder_only``: fine-tune the decoder and field of
     ``init`` with its encoder and quantizer frozen (``freeze_tokens``; no dead-code resets, no
     colour readout, which reads the frozen latent): the result reads and writes ``init``'s
-    tokens and carries its fingerprint. Returns a summary (steps, seconds, LPIPS status, final losses).
+    tokens and carries its fingerprint. ``encoder_only``: fine-tune the encoder of ``init`` alone
+    (``freeze_reader``; no dead-code resets, which would rewrite the frozen codebook). Returns a
+    summary (steps, seconds, LPIPS status, final losses).
     """
     settings = settings or ObjectiveSettings()
+    if decoder_only and encoder_only:
+        raise ValueError("choose --decoder-only or --encoder-only, not both")
+    if encoder_only and not init:
+        raise ValueError("an encoder-only fine-tune needs the VQVAE whose decoder it keeps: pass --init FOLDER")
     if decoder_only and not init:
         raise ValueError("a decoder-only fine-tune needs the VQVAE whose tokens it keeps: pass --init FOLDER")
     t0 = time.perf_counter()
@@ -542,6 +562,9 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     if decoder_only:
         tokens_of = freeze_tokens(model, init)
         settings = decoder_only_settings(settings)
+    if encoder_only:
+        freeze_reader(model)
+        settings = replace(settings, dead_code_every=0)
     objective = VQVAEObjective(model, settings)
     dataset = MultiViewDataset(data, size=cfg.image_size, target_views=SUPERVISED_VIEWS)
     packed = PackedDataset(dataset)

@@ -314,6 +314,27 @@ def test_decoder_only_fine_tune_keeps_the_tokens_and_the_fingerprint(tmp_path):
     assert ft.fingerprint() != base.fingerprint()
 
 
+def test_encoder_only_fine_tune_trains_the_encoder_alone(tmp_path):
+    cfg = small_config()
+    base_dir = SAR3DVQVAE(cfg).save_pretrained(tmp_path / "base")
+    base = SAR3DVQVAE.from_pretrained(base_dir)
+    settings = ObjectiveSettings(rays=32, patch=8, gan_start=1, occupancy_points=32, dead_code_every=1)
+    with pytest.raises(ValueError, match="--init"):
+        train_vqvae(SAMPLES, cfg, TrainConfig(steps=1, out_dir=str(tmp_path / "x")), settings, encoder_only=True)
+    with pytest.raises(ValueError, match="not both"):
+        train_vqvae(SAMPLES, cfg, TrainConfig(steps=1, out_dir=str(tmp_path / "x")), settings, init=base_dir,
+                    encoder_only=True, decoder_only=True)
+    export = tmp_path / "ft"
+    train_vqvae(SAMPLES, cfg, TrainConfig(steps=2, batch_size=2, lr=1e-2, out_dir=str(tmp_path / "run")), settings,
+                export=export, init=base_dir, encoder_only=True)
+    a, b = base.state_dict(), SAR3DVQVAE.from_pretrained(export).state_dict()
+    reader = [k for k in a if k.startswith(("quantizer.", "decoder.", "field.")) and k not in SAR3DVQVAE.COUNTERS]
+    assert reader and all(torch.equal(a[k], b[k]) for k in reader)  # dead-code resets were off too
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))  # the encoder trained
+    meta = json.loads((tmp_path / "run" / "objective.json").read_text())
+    assert meta["objective"]["dead_code_every"] == 0
+
+
 def test_cli_train_vqvae_bad_data_is_one_line(tmp_path, capsys):
     from sar3d_core.cli import main
 
