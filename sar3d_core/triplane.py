@@ -314,6 +314,14 @@ class TriplaneField(nn.Module):
         return sigma_BN, rgb_BN3
 
 
+def render_weights(tau_BRS: torch.Tensor) -> torch.Tensor:
+    """``w_i = T_i alpha_i`` from the optical depths ``tau_i = sigma_i delta_i`` of the samples along
+    each ray: ``alpha_i = 1 - exp(-tau_i)``, ``T_i = exp(-sum_{j<i} tau_j)``."""
+    alpha_BRS = 1.0 - torch.exp(-tau_BRS)
+    T_BRS = torch.exp(-(torch.cumsum(tau_BRS, -1) - tau_BRS))  # exclusive sum: j < i
+    return T_BRS * alpha_BRS
+
+
 def importance_t(weights_BRS: torch.Tensor, near, delta_BR, count: int, stratified: bool,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """``count`` distances ``(B, R, count)`` per ray drawn from the piecewise-constant density of
@@ -392,8 +400,7 @@ def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratifi
     if int(importance_samples) > 0:
         N = int(importance_samples)
         tau = sigma_BRS.detach() * cell_BRS
-        w_first = torch.exp(-(torch.cumsum(tau, -1) - tau)) * (1.0 - torch.exp(-tau))
-        t_new = importance_t(w_first, near, delta_BR, N, stratified, generator)
+        t_new = importance_t(render_weights(tau), near, delta_BR, N, stratified, generator)
         points = origins[:, :, None] + t_new[..., None] * dirs[:, :, None]
         sigma_new, rgb_new = field_fn(points.reshape(B, R * N, 3))
         t_BRS, order = torch.sort(torch.cat([t_BRS, t_new], -1), -1)
@@ -406,9 +413,7 @@ def volume_render(field_fn, origins, dirs, near, far, num_samples: int, stratifi
     #   \hat{C} = \sum_i T_i \alpha_i c_i,  T_i = \exp(-\sum_{j<i} \sigma_j \delta_j),
     #   \alpha_i = 1 - \exp(-\sigma_i \delta_i),  w_i = T_i \alpha_i
     tau_BRS = sigma_BRS * cell_BRS
-    alpha_BRS = 1.0 - torch.exp(-tau_BRS)
-    T_BRS = torch.exp(-(torch.cumsum(tau_BRS, -1) - tau_BRS))  # exclusive sum: j < i
-    w_BRS = T_BRS * alpha_BRS
+    w_BRS = render_weights(tau_BRS)
     opacity_BR = w_BRS.sum(-1)
     rgb_BR3 = (w_BRS[..., None] * rgb_BRS3).sum(-2) + (1.0 - opacity_BR[..., None]) * background
     depth_BR = (w_BRS * t_BRS).sum(-1)

@@ -76,8 +76,8 @@ def fit(model, start, c, rgb, mask, steps: int, rays: int, lr: float, seed: int,
     near = (F.max_pool2d(mask, 5, stride=1, padding=2) > 0.01).reshape(-1)  # on or within 2 px of the object
     g = torch.Generator().manual_seed(seed)
     samples = model.triplane_settings.num_samples
+    on = torch.nonzero(near)[:, 0]
     for step in range(steps):
-        on = torch.nonzero(near)[:, 0]
         pick_on = on[torch.randint(len(on), (rays // 2,), generator=g)]
         pick_any = torch.randint(V * H * W, (rays - rays // 2,), generator=g)
         index = torch.cat([pick_on, pick_any])[None]
