@@ -105,7 +105,7 @@ def _cmd_encode(args) -> None:
 
     model, ckpt = _load_vqvae(args.checkpoint)
     mv = load_views(args.input, num_views=model.cfg.num_input_views, size=model.cfg.image_size, up=args.up)
-    seq = tokens_to_sequence(encode_multiview(model, mv))
+    seq = tokens_to_sequence(encode_multiview(model, mv, args.refine_steps))
     seed = int(args.input[5:]) if args.input.startswith("proc:") else -1
     save_tokens(args.out, seq, model.cfg, [args.input], [mv.caption or ""], [seed], ckpt, model.fingerprint())
     print(f"wrote {args.out}: {seq.shape[1]} tokens over scales {list(model.cfg.scales)} from {args.input}")
@@ -739,6 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output token file (.npz)")
     p.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
     p.add_argument("--up", choices=["z", "y"], default="z", help=UP_HELP)
+    p.add_argument("--refine-steps", type=_int_at_least(0), default=0,
+                   help="refine the tokens on the input views for this many steps (about 0.1 s each; default 0: "
+                        "the encoder's one pass)")
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="decode a token file to a grid of rendered views and/or a mesh")

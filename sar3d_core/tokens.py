@@ -134,15 +134,16 @@ def tokens_of(loaded: dict, i: int | None = None) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def encode_multiview(model, mv) -> list[torch.Tensor]:
+def encode_multiview(model, mv, refine_steps: int = 0) -> list[torch.Tensor]:
     """Tokens ``[(1, 3, s_k, s_k)]`` of one object's views (``views.MultiView``; the first 6
-    views are the encoder inputs, in the chunk layout)."""
+    views are the encoder inputs, in the chunk layout); ``refine_steps``: see
+    ``SAR3DVQVAE.encode_refined``."""
     if mv.num_views < model.cfg.num_input_views:
         raise ValueError(f"the object has {mv.num_views} views; the encoder needs {model.cfg.num_input_views}")
     if mv.size != (model.cfg.image_size, model.cfg.image_size):
         raise ValueError(f"views are {mv.size[0]}x{mv.size[1]} px; the VQVAE reads {model.cfg.image_size} px "
                          f"(data.resize_views)")
-    return model.encode_views(mv).tokens
+    return model.encode_views(mv, refine_steps).tokens
 
 
 @torch.no_grad()

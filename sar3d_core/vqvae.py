@@ -34,11 +34,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from .config import SAR3DConfig
 from .encoder import EncoderSettings, MultiViewEncoder
 from .quantizer import MultiScaleTriplaneQuantizer, QuantizerOutput
-from .triplane import TriplaneDecoder, TriplaneField, TriplaneSettings, render_views
+from .triplane import TriplaneDecoder, TriplaneField, TriplaneSettings, render_pixels, render_views
 
 FORMAT = "sar3d-vqvae/1"
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
@@ -69,6 +70,15 @@ def supersampled(render_fn, size: int, s: int) -> dict:
     B, V = out["rgb"].shape[:2]
     pool = lambda x: F.avg_pool2d(x.flatten(0, 1), int(s)).unflatten(0, (B, V))  # noqa: E731
     return {k: pool(out[k]) for k in ("rgb", "depth", "mask")}
+
+
+def _near_and_anywhere(near_N: torch.Tensor, rays: int, generator: torch.Generator) -> torch.Tensor:
+    """``rays`` pixel numbers: half drawn among the ``near_N`` pixels (all pixels if none), half anywhere."""
+    pool = torch.nonzero(near_N)[:, 0]
+    pool = pool if len(pool) else torch.arange(len(near_N))
+    half = rays // 2
+    return torch.cat([pool[torch.randint(len(pool), (half,), generator=generator)],
+                      torch.randint(len(near_N), (rays - half,), generator=generator)])
 
 
 class SAR3DVQVAE(nn.Module):
@@ -107,11 +117,75 @@ class SAR3DVQVAE(nn.Module):
         lifts pixels (``needs_cameras``) and ignored otherwise."""
         return self.quantizer(self.encoder(encoder_input, input_c))
 
-    def encode_views(self, mv) -> QuantizerOutput:
-        """Encode one ``views.MultiView`` from its first ``num_input_views`` views (a batch of one)."""
+    def encode_refined(self, encoder_input: torch.Tensor, input_c: torch.Tensor, steps: int = 100,
+                       input_mask: torch.Tensor | None = None, rays: int = 2048, lr: float = 1e-2,
+                       seed: int = 0, progress: bool = False) -> QuantizerOutput:
+        """``encode``, then ``steps`` of gradient descent on the encoder's latent ``f`` so that the
+        tokens it quantizes to render the input views better: the quantizer stays in the loop
+        (Alg. 1, straight-through, as in training), the codebook, decoder and field stay frozen.
+
+        Our addition, not the paper's (which encodes in one pass): the encoder's one-pass latent
+        leaves a gap to the best tokens the shipped decoder can render (``docs/RESULTS.md``,
+        free-token fits), and a few steps per object close part of it, the way GAN inversion
+        refines an encoder's guess. Only the input views are used: the same information the
+        encoder sees, so novel views measure generalisation. The tokens stay this model's
+        (same codebook, same fingerprint), readable by every generator trained on its tokens.
+
+        ``encoder_input (B, 6, 10, H, W)`` gives the views' RGB and depth; ``input_mask
+        (B, 6, 1, H, W)`` their alpha (default: ``depth > 0``). Each step renders ``rays`` random
+        rays per object, half of them on or within 2 px of the object; the loss is the render
+        MAE of Eq. 8 (RGB, depth, mask) with this model's weights. Adam at ``lr``, decayed
+        linearly to 0.1x over the second half. ``steps=0`` is ``encode``.
+        """
+        if steps < 0 or rays < 1:
+            raise ValueError(f"steps={steps} and rays={rays}: steps must be >= 0 and rays >= 1")
+        if steps == 0:
+            return self.encode(encoder_input, input_c)
+        B, V, _, H, W = encoder_input.shape
+        rgb = encoder_input[:, :, :3].permute(0, 1, 3, 4, 2).reshape(B, -1, 3)
+        depth = encoder_input[:, :, 3]
+        mask = (depth > 0).float()[:, :, None] if input_mask is None else input_mask.to(depth.dtype)
+        near = F.max_pool2d(mask.reshape(B * V, 1, H, W), 5, stride=1, padding=2).reshape(B, -1) > 0.01
+        depth, mask = depth.reshape(B, -1), mask.reshape(B, -1)
+        g = torch.Generator().manual_seed(int(seed))
+        w, samples = self.loss_weights, self.triplane_settings
+        was_training, grads = self.training, [p.requires_grad for p in self.parameters()]
+        self.eval().requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                f = self.encoder(encoder_input, input_c).detach().requires_grad_(True)
+                opt = torch.optim.Adam([f], lr=lr)
+                for step in tqdm(range(steps), desc="refining tokens", disable=not progress, leave=False):
+                    index = torch.stack([_near_and_anywhere(near[b], rays, g) for b in range(B)]).to(f.device)
+                    planes = self.decode_fhat(self.quantizer(f).f_hat)
+                    out = render_pixels(planes, self.field, input_c, H, W, index, samples.num_samples, stratified=True,
+                                        generator=g, importance_samples=samples.importance_samples)
+                    target_rgb = rgb.gather(1, index[..., None].expand(-1, -1, 3))
+                    loss = (w["rgb"] * (out["rgb"] - target_rgb).abs().mean()
+                            + w["depth"] * (out["depth"] - depth.gather(1, index)).abs().mean()
+                            + w["mask"] * (out["mask"] - mask.gather(1, index)).abs().mean())
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    # constant, then linear decay to 0.1x over the second half
+                    decay = max(0.0, (step + 1 - steps // 2) / max(1, steps - steps // 2))
+                    opt.param_groups[0]["lr"] = lr * (1.0 - 0.9 * decay)
+            with torch.no_grad():
+                return self.quantizer(f.detach())
+        finally:
+            for p, r in zip(self.parameters(), grads):
+                p.requires_grad_(r)
+            self.train(was_training)
+
+    def encode_views(self, mv, refine_steps: int = 0) -> QuantizerOutput:
+        """Encode one ``views.MultiView`` from its first ``num_input_views`` views (a batch of one);
+        ``refine_steps > 0``: ``encode_refined`` on those views and their masks."""
         inp = mv.select(slice(0, self.cfg.num_input_views))
         device = self.quantizer.codebook.weight.device
-        return self.encode(inp.encoder_input()[None].to(device), inp.c[None].to(device))
+        x, c = inp.encoder_input()[None].to(device), inp.c[None].to(device)
+        if refine_steps:
+            return self.encode_refined(x, c, refine_steps, input_mask=inp.mask[None].to(device))
+        return self.encode(x, c)
 
     def decode_fhat(self, f_hat_B3Chw: torch.Tensor) -> torch.Tensor:
         """``D``: latent triplane -> feature triplane ``(B, 3, F, H', W')``."""

@@ -198,7 +198,7 @@ def surface_chamfer(model, planes: torch.Tensor, obj, points: int, resolution: i
 @torch.no_grad()
 def evaluate_object(model, item: dict, *, prefixes: bool = True, supersample: int = 2, oracle: bool = True,
                     chamfer: bool = True, points: int = 2048, mesh_resolution: int = 64,
-                    surface_seed: int = 0) -> ObjectReconstruction:
+                    surface_seed: int = 0, refine_steps: int = 0) -> ObjectReconstruction:
     """The reconstruction numbers of one object (module doc), from an item with the keys of
     ``data.MultiViewDataset`` and all ``EVAL_VIEWS`` as targets (``views_item`` makes one).
 
@@ -206,12 +206,18 @@ def evaluate_object(model, item: dict, *, prefixes: bool = True, supersample: in
     ``image_metrics``, ``mean_colours`` over the novel views, and for procedural objects
     (``seed >= 0``) the oracle's ``psnr_oracle`` and ``mask_iou_oracle`` (``oracle``) and
     ``chamfer_x1e3`` (``chamfer``; ``surface_seed`` seeds both surface samplings).
+    ``refine_steps > 0`` encodes with ``SAR3DVQVAE.encode_refined`` (fitted to the input views
+    only; ``surface_seed`` seeds it) instead of the encoder's one pass.
     """
     model.eval()
     K, true_rgb, true_mask = len(model.cfg.scales), item["target_rgb"], item["target_mask"]
     c = item["target_c"][None]
-    q = model.encode(item["encoder_input"][None], item["input_c"][None])
+    n_in, start = item["encoder_input"].shape[0], time.perf_counter()
+    q = model.encode_refined(item["encoder_input"][None], item["input_c"][None], refine_steps,
+                             input_mask=true_mask[None, :n_in], seed=surface_seed)
     row = {"id": item["id"], "seed": int(item["seed"])}
+    if refine_steps:
+        row["refine_seconds"] = time.perf_counter() - start
     for k in range(1, K if prefixes else 1):
         out = render_tokens(model, q.tokens, c, supersample, k)[1]
         row[f"psnr_scale_{k}"] = float(psnr(out["rgb"][0].clamp(0, 1), true_rgb).mean())
@@ -246,7 +252,8 @@ def codebook_usage(token_lists, codebook_size: int) -> dict:
 
 def summarise_objects(rows: list, num_scales: int) -> dict:
     """The mean over objects of every per-object number (NaN-skipping; absent keys left out)."""
-    keys = ["psnr", "psnr_input", "psnr_novel", "mask_iou", "psnr_oracle", "mask_iou_oracle", "chamfer_x1e3"]
+    keys = ["psnr", "psnr_input", "psnr_novel", "mask_iou", "psnr_oracle", "mask_iou_oracle", "chamfer_x1e3",
+            "refine_seconds"]
     keys += [f"psnr_scale_{k}" for k in range(1, num_scales + 1)]
     return {k: float(np.nanmean([r[k] for r in rows])) for k in keys if any(k in r for r in rows)}
 
@@ -254,7 +261,7 @@ def summarise_objects(rows: list, num_scales: int) -> dict:
 @torch.no_grad()
 def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, mesh_resolution: int = 64,
                    chamfer: bool = True, progress: bool = True, prefixes: bool = True, supersample: int = 2,
-                   oracle: bool = True, featnet=None, num_samples: int | None = None) -> dict:
+                   oracle: bool = True, featnet=None, num_samples: int | None = None, refine_steps: int = 0) -> dict:
     """The numbers of the module doc over the objects of ``data`` (a built data set folder or chunks).
 
     Every render uses ``supersample x supersample`` rays per pixel (the data builder's 2 by
@@ -264,7 +271,9 @@ def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, me
     of the reconstructions and of the ground truth. ``num_samples``: samples per ray of every
     render, the oracle's included (default: the model's ``TriplaneSettings.num_samples``); the
     field is continuous (trained with stratified samples), so more samples only resolve thin
-    parts that bin midpoints step over. Returns ``{"summary": ..., "objects": rows}``.
+    parts that bin midpoints step over. ``refine_steps``: encode each object with that many steps of
+    ``SAR3DVQVAE.encode_refined`` on its input views (0: the encoder's one pass).
+    Returns ``{"summary": ..., "objects": rows}``.
     """
     model.eval()
     trained_samples = model.triplane_settings.num_samples
@@ -272,13 +281,13 @@ def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, me
         model.triplane_settings = replace(model.triplane_settings, num_samples=int(num_samples))
     try:
         return _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, prefixes, supersample,
-                         oracle, featnet)
+                         oracle, featnet, refine_steps)
     finally:
         model.triplane_settings = replace(model.triplane_settings, num_samples=trained_samples)
 
 
 def _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, prefixes, supersample, oracle,
-              featnet) -> dict:
+              featnet, refine_steps=0) -> dict:
     """``evaluate_vqvae`` at the model's current samples per ray: ``evaluate_object`` on each item, then the summary."""
     cfg = model.cfg
     dataset = MultiViewDataset(data, size=cfg.image_size, target_views=EVAL_VIEWS)
@@ -289,14 +298,15 @@ def _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, pr
     for i in tqdm(range(n), desc="evaluating", disable=not progress):
         item = dataset[i]
         r = evaluate_object(model, item, prefixes=prefixes, supersample=supersample, oracle=oracle, chamfer=chamfer,
-                            points=points, mesh_resolution=mesh_resolution, surface_seed=i)
+                            points=points, mesh_resolution=mesh_resolution, surface_seed=i, refine_steps=refine_steps)
         rows.append(r.metrics)
         tokens.append(r.tokens)
         inputs.append((item["encoder_input"], item["input_c"]))
         novel_pred.append(r.rgb[r.novel])
         novel_true.append(item["target_rgb"][r.novel])
     summary = summarise_objects(rows, len(cfg.scales))
-    summary.update(objects=n, supersample=supersample, num_samples=model.triplane_settings.num_samples)
+    summary.update(objects=n, supersample=supersample, num_samples=model.triplane_settings.num_samples,
+                   refine_steps=int(refine_steps))
     summary.update(colour_summary(np.array([r["colour_true"] for r in rows]), np.array([r["colour_pred"] for r in rows])))
     if featnet is not None:
         summary.update(featnet_summary(featnet, torch.cat(novel_pred), torch.cat(novel_true), rows, data))
@@ -352,7 +362,9 @@ def format_summary(s: dict) -> str:
              f"hue error on the {s['saturated_objects']} saturated objects (saturation >= {SATURATED}): "
              f"mean {s['hue_error_deg']:.1f} deg, median {s['hue_error_median_deg']:.1f} deg",
              f"codebook usage: {s['codebook_used']} entries ({s['codebook_usage']:.1%})",
-             f"encoding: {s['encode_objects_per_second']:.1f} objects/s ({s['threads']} threads)"]
+             f"encoding: {s['encode_objects_per_second']:.1f} objects/s ({s['threads']} threads)"
+             + (f"; the tokens refined on the input views for {s['refine_steps']} steps, "
+                f"{s['refine_seconds']:.1f} s an object" if s.get("refine_steps") else "")]
     if "category_accuracy" in s:
         lines.append(f"{s['feature_network']}: category {s['category_accuracy']:.1%} of the reconstructions "
                      f"({s['category_accuracy_clean']:.1%} of the true views), colour {s['colour_accuracy']:.1%} "
@@ -380,6 +392,8 @@ def main(argv=None) -> dict:
                    help="rays per pixel along each side (default 2, as the data builder renders the targets)")
     p.add_argument("--samples", type=int, default=None,
                    help="samples per ray of every render, the oracle's too (default: the model's own)")
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="refine each object's tokens on its input views for this many steps (default 0: one pass)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="write summary and per-object rows here")
     args = p.parse_args(argv)
@@ -388,7 +402,7 @@ def main(argv=None) -> dict:
     featnet = None if args.no_featnet else load_featnet()
     result = evaluate_vqvae(model, args.data, args.limit, args.points, chamfer=not args.no_chamfer,
                             prefixes=not args.no_prefixes, supersample=args.supersample, oracle=not args.no_oracle,
-                            featnet=featnet, num_samples=args.samples)
+                            featnet=featnet, num_samples=args.samples, refine_steps=args.refine_steps)
     result["checkpoint"], result["data"] = str(args.checkpoint), str(args.data)
     print(format_summary(result["summary"]))
     if args.json:
