@@ -107,10 +107,13 @@ def _cmd_encode(args) -> None:
     mv = load_views(args.input, num_views=model.cfg.num_input_views, size=model.cfg.image_size, up=args.up)
     seq = tokens_to_sequence(encode_multiview(model, mv, args.refine_steps))
     seed = int(args.input[5:]) if args.input.startswith("proc:") else -1
-    save_tokens(args.out, seq, model.cfg, [args.input], [mv.caption or ""], [seed], ckpt, model.fingerprint())
+    save_tokens(args.out, seq, model.cfg, [args.input], [mv.caption or ""], [seed], ckpt, model.fingerprint(),
+                args.refine_steps)
     print(f"wrote {args.out}: {seq.shape[1]} tokens over scales {list(model.cfg.scales)} from {args.input}")
 
 
+REFINE_HELP = ("refine each object's tokens on its input views for this many steps (SAR3DVQVAE.encode_refined; "
+               "about 0.1 s a step on one CPU core; default 0: the encoder's one pass)")
 MESH_OUT_SUFFIXES = (".glb", ".obj", ".ply")
 MESHER_HELP = ("surface extractor: marching-cubes (default) or flexicubes (with the decoder fine-tune made for this "
                "VQVAE, data_samples/flexicubes_tiny or --flexicubes DIR; Dual Marching Cubes with unit weights on "
@@ -218,7 +221,8 @@ def _cmd_data_tokenize(args) -> None:
     from .tokens import tokenize_dataset
 
     model, ckpt = _load_vqvae(args.checkpoint)
-    r = tokenize_dataset(model, args.data, args.out, batch_size=args.batch_size, checkpoint=ckpt)
+    r = tokenize_dataset(model, args.data, args.out, batch_size=args.batch_size, checkpoint=ckpt,
+                         refine_steps=args.refine_steps)
     print(f"wrote {r['path']}: {r['objects']} objects in {r['seconds']} s ({r['objects_per_second']} objects/s)")
 
 
@@ -732,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output token file (.npz)")
     b.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
     b.add_argument("--batch-size", type=_int_at_least(1), default=16)
+    b.add_argument("--refine-steps", type=_int_at_least(0), default=0, help=REFINE_HELP)
     b.set_defaults(func=_cmd_data_tokenize)
 
     p = sub.add_parser("encode", help="encode one object to multi-scale tokens (.npz)")
@@ -739,9 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output token file (.npz)")
     p.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
     p.add_argument("--up", choices=["z", "y"], default="z", help=UP_HELP)
-    p.add_argument("--refine-steps", type=_int_at_least(0), default=0,
-                   help="refine the tokens on the input views for this many steps (about 0.1 s each; default 0: "
-                        "the encoder's one pass)")
+    p.add_argument("--refine-steps", type=_int_at_least(0), default=0, help=REFINE_HELP)
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="decode a token file to a grid of rendered views and/or a mesh")

@@ -8,7 +8,9 @@ does. A token file is an ``.npz`` with
   (scale by scale, plane by plane, row-major; DESIGN.md §4), ``L = sum_k 3 s_k^2``;
 * ``source``, ``caption``, ``seed``: one entry per object (``seed`` -1 when not procedural);
 * ``checkpoint``: the VQVAE that wrote it; ``vqvae_fingerprint``: its weights' fingerprint
-  (``SAR3DVQVAE.fingerprint``; absent in files written before it existed).
+  (``SAR3DVQVAE.fingerprint``; absent in files written before it existed);
+* ``refine_steps``: steps of ``SAR3DVQVAE.encode_refined`` per object (0: the encoder's one
+  pass; absent, read as 0, in files written before it existed).
 
 Reading checks the schedule and codebook size against the VQVAE that will decode it, and the
 fingerprint when both sides have one, so a file from another schedule or another checkpoint
@@ -31,7 +33,7 @@ FORMAT = "sar3d-tokens/1"
 
 
 def save_tokens(path, sequence_NL, cfg: SAR3DConfig, sources, captions, seeds, checkpoint: str = "",
-                fingerprint: str = "") -> Path:
+                fingerprint: str = "", refine_steps: int = 0) -> Path:
     """Write a token file atomically (see the module doc)."""
     path = Path(path)
     seq = np.asarray(sequence_NL.cpu() if torch.is_tensor(sequence_NL) else sequence_NL)
@@ -46,7 +48,7 @@ def save_tokens(path, sequence_NL, cfg: SAR3DConfig, sources, captions, seeds, c
                         codebook_size=np.array(cfg.codebook_size), sequence=seq.astype(np.int32),
                         source=np.array(list(sources), dtype=str), caption=np.array(list(captions), dtype=str),
                         seed=np.array(list(seeds), dtype=np.int64), checkpoint=np.array(str(checkpoint)),
-                        vqvae_fingerprint=np.array(str(fingerprint)))
+                        vqvae_fingerprint=np.array(str(fingerprint)), refine_steps=np.array(int(refine_steps)))
     os.replace(tmp, path)
     return path
 
@@ -80,6 +82,8 @@ def _check_fields(path: Path, data: dict) -> None:
     for name, a in integer.items():
         if not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"{path}: `{name}` holds {a.dtype} values, expected integers (a corrupt token file)")
+    if "refine_steps" in data and (data["refine_steps"].ndim != 0 or not np.issubdtype(data["refine_steps"].dtype, np.integer)):
+        raise ValueError(f"{path}: `refine_steps` must be one integer (a corrupt token file)")
     shapes = {"schedule": 1, "codebook_size": 0, "sequence": 2, "source": 1, "caption": 1, "seed": 1, "checkpoint": 0}
     for name, ndim in shapes.items():
         if data[name].ndim != ndim:
@@ -124,7 +128,8 @@ def load_tokens(path, cfg: SAR3DConfig | None = None, fingerprint: str = "") -> 
     return {"sequence": torch.from_numpy(seq.astype(np.int64)), "schedule": schedule,
             "codebook_size": int(data["codebook_size"]), "source": [str(s) for s in data["source"]],
             "caption": [str(s) for s in data["caption"]], "seed": [int(s) for s in data["seed"]],
-            "checkpoint": str(data["checkpoint"]), "vqvae_fingerprint": written_by}
+            "checkpoint": str(data["checkpoint"]), "vqvae_fingerprint": written_by,
+            "refine_steps": int(data.get("refine_steps", 0))}
 
 
 def tokens_of(loaded: dict, i: int | None = None) -> list[torch.Tensor]:
@@ -154,8 +159,10 @@ def decode_views(model, tokens, c_V25: torch.Tensor, size: int | None = None, nu
     return {k: v[0] for k, v in out.items()}
 
 
-def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "") -> dict:
-    """Tokens of every object of a data set folder (``data.MultiViewDataset``) into ``out``.
+def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "", refine_steps: int = 0) -> dict:
+    """Tokens of every object of a data set folder (``data.MultiViewDataset``) into ``out``;
+    ``refine_steps > 0`` refines each batch's tokens on its input views (``SAR3DVQVAE.encode_refined``,
+    masks ``depth > 0``; seconds per object on a CPU, so meant for a GPU).
 
     Returns ``{"objects", "seconds", "objects_per_second", "path"}``.
     """
@@ -167,12 +174,15 @@ def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "
     model.eval()
     t0 = time.perf_counter()
     with torch.no_grad():
-        for batch in tqdm(loader, desc="tokenizing", unit="batch"):
-            seqs.append(tokens_to_sequence(model.encode(batch["encoder_input"], batch["input_c"]).tokens))
+        for i, batch in enumerate(tqdm(loader, desc="tokenizing", unit="batch")):
+            x, c = batch["encoder_input"], batch["input_c"]
+            q = model.encode_refined(x, c, refine_steps, seed=i) if refine_steps else model.encode(x, c)
+            seqs.append(tokens_to_sequence(q.tokens))
             sources += list(batch["id"])
             captions += list(batch["caption"])
             seeds += [int(s) for s in batch["seed"]]
     seconds = time.perf_counter() - t0
-    path = save_tokens(out, torch.cat(seqs), model.cfg, sources, captions, seeds, checkpoint, model.fingerprint())
+    path = save_tokens(out, torch.cat(seqs), model.cfg, sources, captions, seeds, checkpoint, model.fingerprint(),
+                       refine_steps)
     return {"objects": len(seeds), "seconds": round(seconds, 2),
             "objects_per_second": round(len(seeds) / max(seconds, 1e-9), 1), "path": str(path)}

@@ -198,7 +198,7 @@ def surface_chamfer(model, planes: torch.Tensor, obj, points: int, resolution: i
 @torch.no_grad()
 def evaluate_object(model, item: dict, *, prefixes: bool = True, supersample: int = 2, oracle: bool = True,
                     chamfer: bool = True, points: int = 2048, mesh_resolution: int = 64,
-                    surface_seed: int = 0, refine_steps: int = 0) -> ObjectReconstruction:
+                    surface_seed: int = 0, refine_steps: int = 0, refine_seed: int = 0) -> ObjectReconstruction:
     """The reconstruction numbers of one object (module doc), from an item with the keys of
     ``data.MultiViewDataset`` and all ``EVAL_VIEWS`` as targets (``views_item`` makes one).
 
@@ -207,14 +207,14 @@ def evaluate_object(model, item: dict, *, prefixes: bool = True, supersample: in
     (``seed >= 0``) the oracle's ``psnr_oracle`` and ``mask_iou_oracle`` (``oracle``) and
     ``chamfer_x1e3`` (``chamfer``; ``surface_seed`` seeds both surface samplings).
     ``refine_steps > 0`` encodes with ``SAR3DVQVAE.encode_refined`` (fitted to the input views
-    only; ``surface_seed`` seeds it) instead of the encoder's one pass.
+    only; ``refine_seed`` seeds its rays) instead of the encoder's one pass.
     """
     model.eval()
     K, true_rgb, true_mask = len(model.cfg.scales), item["target_rgb"], item["target_mask"]
     c = item["target_c"][None]
     n_in, start = item["encoder_input"].shape[0], time.perf_counter()
     q = model.encode_refined(item["encoder_input"][None], item["input_c"][None], refine_steps,
-                             input_mask=true_mask[None, :n_in], seed=surface_seed)
+                             input_mask=true_mask[None, :n_in], seed=refine_seed)
     row = {"id": item["id"], "seed": int(item["seed"])}
     if refine_steps:
         row["refine_seconds"] = time.perf_counter() - start
@@ -261,7 +261,8 @@ def summarise_objects(rows: list, num_scales: int) -> dict:
 @torch.no_grad()
 def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, mesh_resolution: int = 64,
                    chamfer: bool = True, progress: bool = True, prefixes: bool = True, supersample: int = 2,
-                   oracle: bool = True, featnet=None, num_samples: int | None = None, refine_steps: int = 0) -> dict:
+                   oracle: bool = True, featnet=None, num_samples: int | None = None, refine_steps: int = 0,
+                   refine_seed: int = 0) -> dict:
     """The numbers of the module doc over the objects of ``data`` (a built data set folder or chunks).
 
     Every render uses ``supersample x supersample`` rays per pixel (the data builder's 2 by
@@ -272,7 +273,8 @@ def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, me
     render, the oracle's included (default: the model's ``TriplaneSettings.num_samples``); the
     field is continuous (trained with stratified samples), so more samples only resolve thin
     parts that bin midpoints step over. ``refine_steps``: encode each object with that many steps of
-    ``SAR3DVQVAE.encode_refined`` on its input views (0: the encoder's one pass).
+    ``SAR3DVQVAE.encode_refined`` on its input views (0: the encoder's one pass), object ``i``'s
+    rays drawn with seed ``1000 * refine_seed + i``.
     Returns ``{"summary": ..., "objects": rows}``.
     """
     model.eval()
@@ -281,13 +283,13 @@ def evaluate_vqvae(model, data, limit: int | None = None, points: int = 2048, me
         model.triplane_settings = replace(model.triplane_settings, num_samples=int(num_samples))
     try:
         return _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, prefixes, supersample,
-                         oracle, featnet, refine_steps)
+                         oracle, featnet, refine_steps, refine_seed)
     finally:
         model.triplane_settings = replace(model.triplane_settings, num_samples=trained_samples)
 
 
 def _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, prefixes, supersample, oracle,
-              featnet, refine_steps=0) -> dict:
+              featnet, refine_steps=0, refine_seed=0) -> dict:
     """``evaluate_vqvae`` at the model's current samples per ray: ``evaluate_object`` on each item, then the summary."""
     cfg = model.cfg
     dataset = MultiViewDataset(data, size=cfg.image_size, target_views=EVAL_VIEWS)
@@ -298,7 +300,8 @@ def _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, pr
     for i in tqdm(range(n), desc="evaluating", disable=not progress):
         item = dataset[i]
         r = evaluate_object(model, item, prefixes=prefixes, supersample=supersample, oracle=oracle, chamfer=chamfer,
-                            points=points, mesh_resolution=mesh_resolution, surface_seed=i, refine_steps=refine_steps)
+                            points=points, mesh_resolution=mesh_resolution, surface_seed=i, refine_steps=refine_steps,
+                            refine_seed=1000 * refine_seed + i)
         rows.append(r.metrics)
         tokens.append(r.tokens)
         inputs.append((item["encoder_input"], item["input_c"]))
@@ -306,7 +309,7 @@ def _evaluate(model, data, limit, points, mesh_resolution, chamfer, progress, pr
         novel_true.append(item["target_rgb"][r.novel])
     summary = summarise_objects(rows, len(cfg.scales))
     summary.update(objects=n, supersample=supersample, num_samples=model.triplane_settings.num_samples,
-                   refine_steps=int(refine_steps))
+                   refine_steps=int(refine_steps), **({"refine_seed": int(refine_seed)} if refine_steps else {}))
     summary.update(colour_summary(np.array([r["colour_true"] for r in rows]), np.array([r["colour_pred"] for r in rows])))
     if featnet is not None:
         summary.update(featnet_summary(featnet, torch.cat(novel_pred), torch.cat(novel_true), rows, data))
@@ -394,6 +397,7 @@ def main(argv=None) -> dict:
                    help="samples per ray of every render, the oracle's too (default: the model's own)")
     p.add_argument("--refine-steps", type=int, default=0,
                    help="refine each object's tokens on its input views for this many steps (default 0: one pass)")
+    p.add_argument("--refine-seed", type=int, default=0, help="seed of the refinement's rays (object i: 1000 * seed + i)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="write summary and per-object rows here")
     args = p.parse_args(argv)
@@ -402,7 +406,8 @@ def main(argv=None) -> dict:
     featnet = None if args.no_featnet else load_featnet()
     result = evaluate_vqvae(model, args.data, args.limit, args.points, chamfer=not args.no_chamfer,
                             prefixes=not args.no_prefixes, supersample=args.supersample, oracle=not args.no_oracle,
-                            featnet=featnet, num_samples=args.samples, refine_steps=args.refine_steps)
+                            featnet=featnet, num_samples=args.samples, refine_steps=args.refine_steps,
+                            refine_seed=args.refine_seed)
     result["checkpoint"], result["data"] = str(args.checkpoint), str(args.data)
     print(format_summary(result["summary"]))
     if args.json:

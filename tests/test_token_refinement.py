@@ -65,3 +65,24 @@ def test_a_batch_of_objects_is_refined_object_by_object_and_training_mode_comes_
     s = evaluate_vqvae(model, SAMPLES, limit=1, chamfer=False, progress=False, oracle=False, prefixes=False,
                        refine_steps=2)["summary"]
     assert s["refine_steps"] == 2
+
+
+def test_token_files_record_the_refinement(tmp_path):
+    import numpy as np
+
+    from sar3d_core.tokens import load_tokens, tokenize_dataset
+
+    torch.manual_seed(0)
+    model = SAR3DVQVAE(small_config())
+    plain = tokenize_dataset(model, SAMPLES, tmp_path / "plain.npz", batch_size=2)
+    refined = tokenize_dataset(model, SAMPLES, tmp_path / "refined.npz", batch_size=2, refine_steps=3)
+    a, b = load_tokens(plain["path"], model.cfg), load_tokens(refined["path"], model.cfg)
+    assert (a["refine_steps"], b["refine_steps"]) == (0, 3) and a["source"] == b["source"]
+    # a file from before the field existed reads as the one pass; a malformed one is refused
+    with np.load(plain["path"]) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "old.npz", **{k: v for k, v in arrays.items() if k != "refine_steps"})
+    assert load_tokens(tmp_path / "old.npz", model.cfg)["refine_steps"] == 0
+    np.savez(tmp_path / "bad.npz", **{**arrays, "refine_steps": np.array([1.5])})
+    with pytest.raises(ValueError, match="refine_steps"):
+        load_tokens(tmp_path / "bad.npz", model.cfg)
