@@ -401,6 +401,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="write summary and per-object rows here")
     args = p.parse_args(argv)
+    if args.refine_steps < 0:
+        p.error(f"--refine-steps {args.refine_steps} must be 0 (the one pass) or more")
     torch.set_num_threads(args.threads)
     model = SAR3DVQVAE.from_pretrained(args.checkpoint)
     featnet = None if args.no_featnet else load_featnet()

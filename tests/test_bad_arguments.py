@@ -101,6 +101,8 @@ ROWS = [
     (["encode", "{root}/missing.glb", "--out", "{out}.npz"], "no such file"),
     (["encode", "{root}/junk.glb", "--out", "{out}.npz"], "not a readable GLB"),
     (["encode", "{mug}", "--up", "Y", "--out", "{out}.npz"], "--up: invalid choice"),
+    (["encode", "proc:3", "--refine-steps", "-1", "--out", "{out}.npz"], "--refine-steps: -1 must be at least 0"),
+    (["data", "tokenize", "{chunk}", "--refine-steps", "x", "--out", "{out}.npz"], "--refine-steps: 'x' is not an integer"),
     (["encode", "proc:3", "--checkpoint", "{root}/bad_ckpt", "--out", "{out}.npz"], "config.json is not valid"),
     # --- decode
     (["decode", "{root}/missing.npz", "--out", "{out}.png"], "no such token file"),
