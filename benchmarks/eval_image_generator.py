@@ -6,7 +6,8 @@
 Conditioned on the chunk view the generator was trained with, the sample rendered anti-aliased
 (2 x 2 rays per pixel, as the targets) at the ground truth's novel cameras 6-11, at the shipped
 sampling settings unless the options say otherwise (``--candidates N [--refine-from K]``: best of
-N by agreement with the condition view, ``Pipeline.sample_best_of``).
+N by agreement with the condition view, ``Pipeline.sample_best_of``; ``--fit-steps S``: then the kept
+sample fitted to the condition view, ``Pipeline.fit_condition_view``).
 """
 import argparse
 import json
@@ -28,6 +29,7 @@ def main(argv=None):
     p.add_argument("--cfg-schedule", default=None, help="default: linear for cfg > 1, constant for cfg 1")
     p.add_argument("--candidates", type=int, default=1, help="best of N by agreement with the condition view")
     p.add_argument("--refine-from", type=int, default=None, help="the second round of best-of-N from this scale")
+    p.add_argument("--fit-steps", type=int, default=0, help="then fit the condition view for this many steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
@@ -40,6 +42,7 @@ def main(argv=None):
            "image": evaluate_image(Pipeline.from_pretrained(a.checkpoint, vqvae_folder=a.vqvae),
                                    Path(a.data).expanduser(), a.limit,
                                    progress=False, seed=a.seed, candidates=a.candidates, refine_from=a.refine_from,
+                                   fit_steps=a.fit_steps,
                                    cfg=a.cfg, cfg_schedule=a.cfg_schedule or ("constant" if a.cfg == 1 else "linear"))}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=1))

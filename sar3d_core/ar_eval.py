@@ -199,13 +199,15 @@ def reconstruction_reference(vqvae, data, limit: int = 100, progress: bool = Tru
 
 @torch.no_grad()
 def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: int = 25, progress: bool = True,
-                   supersample: int = 2, candidates: int = 1, refine_from: int | None = None, **sampling) -> dict:
+                   supersample: int = 2, candidates: int = 1, refine_from: int | None = None, fit_steps: int = 0,
+                   **sampling) -> dict:
     """PSNR of the novel views 6-11 against the ground truth, conditioned on the chunk view the
     generator was trained with (``condition_view`` in its config). The samples are rendered
     anti-aliased (``supersample`` x ``supersample`` rays per pixel) as the data's targets are.
     ``candidates > 1``: the best of that many samples per image by agreement with the condition
     view, with ``refine_from`` its second round (``Pipeline.sample_best_of``; it reads the condition
-    image and camera, never views 6-11)."""
+    image and camera, never views 6-11). ``fit_steps``: then fit the kept sample to the condition
+    view for that many steps (``Pipeline.fit_condition_view``, which reads the same)."""
     from .data import MultiViewDataset
 
     view = gen.meta.get("condition_view", 0)  # checkpoints from before the field was recorded used view 0
@@ -220,20 +222,22 @@ def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: in
         t0 = time.perf_counter()
         if candidates > 1:
             images = [mv.rgb[view] for mv in mvs]
-            _, planes, _ = gen.sample_best_of(cond, images, candidates, torch.stack([mv.c[view] for mv in mvs]),
-                                              refine_from=refine_from, seed=seed + i, **sampling)
-            t_sample += time.perf_counter() - t0
+            tokens, planes, _ = gen.sample_best_of(cond, images, candidates, torch.stack([mv.c[view] for mv in mvs]),
+                                                   refine_from=refine_from, seed=seed + i, **sampling)
         else:
             tokens = gen.sample_tokens(cond, seed=seed + i, **sampling)
-            t_sample += time.perf_counter() - t0
             planes = gen.vqvae.decode_tokens(tokens)
+        if fit_steps:
+            tokens, planes = gen.fit_condition_view(tokens, torch.stack([mv.rgb[view] for mv in mvs]), fit_steps,
+                                                    torch.stack([mv.c[view] for mv in mvs]), seed=seed + i)
+        t_sample += time.perf_counter() - t0
         c = torch.stack([mv.c[novel] for mv in mvs])
         rgb = gen.vqvae.render(planes, c, chunk=8192, supersample=supersample)["rgb"].clamp(0, 1)
         for b, mv in enumerate(mvs):
             scores.append(float(psnr(rgb[b], mv.rgb[novel]).mean()))
     return {"objects": n, "psnr_novel": float(np.mean(scores)), "psnr_std": float(np.std(scores)),
             "supersample": supersample, "generator": gen.name, "condition_encoder": gen.encoder.name,
-            "sampling": sampling, "candidates": candidates, "refine_from": refine_from,
+            "sampling": sampling, "candidates": candidates, "refine_from": refine_from, "fit_steps": fit_steps,
             "sample_seconds_per_object": t_sample / n}
 
 

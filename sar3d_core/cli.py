@@ -506,16 +506,15 @@ def _cmd_generate(args) -> None:
         torch.set_num_threads(args.threads)
     if (args.text is None) == (args.image is None):
         raise ValueError("give --text PROMPT or --image FILE (one of the two)")
-    if args.image is None and (args.candidates or args.refine_from):
-        raise ValueError("--candidates and --refine-from pick among samples by their agreement with a condition "
-                         "image: use them with --image")
+    if args.image is None and (args.candidates or args.refine_from or args.fit_steps):
+        raise ValueError("--candidates, --refine-from and --fit-steps work with a condition image: use them with --image")
     if args.refine_from == 1:
         raise ValueError("--refine-from K keeps scales 1..K-1 and draws the rest again: K is at least 2 (0: off)")
     from .generate import IMAGE_SAMPLING, TEXT_SAMPLING
 
     shipped = IMAGE_SAMPLING if args.image is not None else TEXT_SAMPLING
     sampling = {k: shipped.get(k) if getattr(args, k) is None else getattr(args, k)
-                for k in ("cfg", "cfg_schedule", "candidates", "refine_from")}
+                for k in ("cfg", "cfg_schedule", "candidates", "refine_from", "fit_steps")}
     if sampling["candidates"] == 1 or not sampling["refine_from"]:
         sampling["refine_from"] = None
     ckpt = args.checkpoint or (DEFAULT_TEXT if args.text is not None else DEFAULT_IMAGE)
@@ -544,6 +543,7 @@ def _cmd_generate(args) -> None:
     best = (f"; best of {sampling['candidates']} by agreement with the condition view"
             + (f", then {sampling['candidates']} more from scale {sampling['refine_from']}" if sampling["refine_from"] else "")
             if sampling["candidates"] > 1 else "")
+    best += f"; then fitted to the condition view for {sampling['fit_steps']} steps" if sampling["fit_steps"] else ""
     print(f"wrote {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces ({res.mesher}); generator "
           f"{res.model}, condition encoder {gen.encoder.name}; CFG {sampling['cfg']:g} "
           f"({sampling['cfg_schedule']}){best}")
@@ -1013,6 +1013,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-from", type=_int_at_least(0), default=None, metavar="K",
                    help="image only, with N > 1: then keep scales 1..K-1 of the best sample, draw the rest N times "
                         "more and keep the best of those and it (default 4; 0: no second round)")
+    p.add_argument("--fit-steps", type=_int_at_least(0), default=None, metavar="S",
+                   help="image only: then refine the kept sample's tokens for S steps so that it renders the condition "
+                        "image better (default 50, generate.IMAGE_SAMPLING; 0: off; our addition, not the paper's)")
     p.add_argument("--mesh-resolution", type=_int_at_least(2), default=None,
                    help="mesh grid cells per side of the object box (at least 2; default 48, or the grid a "
                         "FlexiCubes fine-tune was trained on)")

@@ -44,9 +44,12 @@ DEFAULT_SINGLE_SCALE_VQVAE = DATA_SAMPLES / "vqvae_single_scale_lift"
 # top-p 0.5 for both). Text: the paper's guidance, 4 with the official linear ramp. Image: no
 # guidance (it costs the image model novel-view PSNR: the view already pins the object) and the
 # best of 16 by agreement with the condition view, then 16 more from scale 4 (our addition,
-# ``Pipeline.sample_best_of``); the measurements behind both are in docs/RESULTS.md.
-TEXT_SAMPLING = {"cfg": 4.0, "cfg_schedule": "linear", "candidates": 1, "refine_from": None}
-IMAGE_SAMPLING = {"cfg": 1.0, "cfg_schedule": "constant", "candidates": 16, "refine_from": 4}
+# ``Pipeline.sample_best_of``), then the kept sample's tokens fitted to the condition view for 50
+# steps (our addition, ``Pipeline.fit_condition_view``); the measurements behind them are in
+# docs/RESULTS.md.
+TEXT_SAMPLING = {"cfg": 4.0, "cfg_schedule": "linear", "candidates": 1, "refine_from": None, "fit_steps": 0}
+IMAGE_SAMPLING = {"cfg": 1.0, "cfg_schedule": "constant", "candidates": 16, "refine_from": 4, "fit_steps": 50}
+WHITE = 0.99  # a condition image's pixels with every channel above this are background
 
 
 @dataclass
@@ -228,18 +231,43 @@ class Pipeline:
             agree = torch.cat([agree, more_agree], 1)
         return tokens, planes, agree
 
+    def fit_condition_view(self, tokens: list, images, steps: int, camera: torch.Tensor | None = None,
+                           seed: int = 0) -> tuple[list, torch.Tensor]:
+        """Image to 3D, then a search (our addition, not the paper's): the sampled tokens' latent
+        ``f_hat`` is re-quantized and refined for ``steps`` (``SAR3DVQVAE.refine_latent``) so that the
+        object renders its condition image better at the condition camera: RGB, and the image's
+        non-white pixels as the mask. Only the condition image and its camera are read.
+        ``camera``: ``(25,)`` or ``(B, 25)``; default ``condition_camera``. Returns ``(tokens, planes)``."""
+        from .conditioning import _image_list, _square
+
+        if self.condition_kind != "image":
+            raise ValueError("fitting the condition view needs an image generator")
+        vq = self.vqvae
+        size = vq.cfg.image_size
+        target = torch.stack([_square(t, size) for t in _image_list(images)])  # (B, 3, H, W)
+        B = target.shape[0]
+        c = (self.condition_camera() if camera is None else torch.as_tensor(camera)).reshape(-1, 1, 25)
+        c = c.expand(B, 1, 25).to(target.dtype)
+        alpha = (target.min(1, keepdim=True).values < WHITE).to(target.dtype)
+        f_hat = vq.quantizer.tokens_to_fhat([t.long() for t in tokens], len(vq.cfg.scales))
+        q = vq.refine_latent(f_hat, c, target[:, None], mask=alpha[:, None], steps=int(steps), seed=seed)
+        with torch.no_grad():
+            return q.tokens, vq.decode_tokens(q.tokens)
+
     @torch.no_grad()
     def generate(self, text=None, image=None, *, cfg: float = 4.0, cfg_schedule: str = "linear", top_k: int = 10,
                  top_p: float = 0.5, seed: int = 0, cameras: torch.Tensor | None = None, size: int | None = None,
                  mesh: bool = False, mesh_resolution: int | None = None, mesher: str = "marching-cubes",
-                 flexicubes=None, candidates: int = 1, refine_from: int | None = None) -> Generation:
+                 flexicubes=None, candidates: int = 1, refine_from: int | None = None,
+                 fit_steps: int = 0) -> Generation:
         """The pipeline of the module doc. ``cameras (V, 25)``: render those views (none if None).
 
         ``mesh``: also mesh each object with ``mesher`` (``meshing.MESHERS``) on ``mesh_resolution``
         cells per side (default 48 for marching cubes, the fine-tune's training grid for FlexiCubes).
         ``flexicubes``: a FlexiCubes fine-tune folder (default: the shipped one when it was made for
         this VQVAE, ``flexicubes_train.finetune_for``). ``candidates`` and ``refine_from`` (image only):
-        keep the best of that many samples by agreement with the condition image (``sample_best_of``)."""
+        keep the best of that many samples by agreement with the condition image (``sample_best_of``).
+        ``fit_steps`` (image only): then fit the kept sample to the condition image (``fit_condition_view``)."""
         from .meshing import MESHERS
 
         if mesher not in MESHERS:
@@ -249,6 +277,8 @@ class Pipeline:
                              f"(text generation draws one sample per prompt)")
         if refine_from is not None and int(candidates) < 2:
             raise ValueError("refine_from is a second round of best-of-N: give candidates >= 2 as well")
+        if int(fit_steps) < 0 or (int(fit_steps) > 0 and image is None):
+            raise ValueError(f"fit_steps={fit_steps}: fitting needs a condition image and steps >= 0")
         seconds = {}
         t = time.perf_counter()
         cond = self.condition(text, image)
@@ -264,6 +294,10 @@ class Pipeline:
             t = time.perf_counter()
             planes = self.vqvae.decode_tokens(tokens)
             seconds["decode"] = time.perf_counter() - t
+        if int(fit_steps) > 0:
+            t = time.perf_counter()
+            tokens, planes = self.fit_condition_view(tokens, image, int(fit_steps), seed=seed)
+            seconds["fit the condition view"] = time.perf_counter() - t
         views = None
         if cameras is not None:
             t = time.perf_counter()

@@ -120,50 +120,69 @@ class SAR3DVQVAE(nn.Module):
     def encode_refined(self, encoder_input: torch.Tensor, input_c: torch.Tensor, steps: int = 100,
                        input_mask: torch.Tensor | None = None, rays: int = 2048, lr: float = 1e-2,
                        seed: int = 0, progress: bool = False) -> QuantizerOutput:
-        """``encode``, then ``steps`` of gradient descent on the encoder's latent ``f`` so that the
-        tokens it quantizes to render the input views better: the quantizer stays in the loop
-        (Alg. 1, straight-through, as in training), the codebook, decoder and field stay frozen.
+        """``encode``, then ``refine_latent`` on the input views: ``steps`` of gradient descent on
+        the encoder's latent ``f`` so that the tokens it quantizes to render the input views better.
 
         Our addition, not the paper's (which encodes in one pass): the encoder's one-pass latent
         leaves a gap to the best tokens the shipped decoder can render (``docs/RESULTS.md``,
-        free-token fits), and a few steps per object close part of it, the way GAN inversion
+        free-token fits), and a few steps per object close most of it, the way GAN inversion
         refines an encoder's guess. Only the input views are used: the same information the
         encoder sees, so novel views measure generalisation. The tokens stay this model's
         (same codebook, same fingerprint), readable by every generator trained on its tokens.
 
         ``encoder_input (B, 6, 10, H, W)`` gives the views' RGB and depth; ``input_mask
-        (B, 6, 1, H, W)`` their alpha (default: ``depth > 0``). Each step renders ``rays`` random
-        rays per object, half of them on or within 2 px of the object; the loss is the render
-        MAE of Eq. 8 (RGB, depth, mask) with this model's weights. Adam at ``lr``, decayed
-        linearly to 0.1x over the second half. ``steps=0`` is ``encode``.
+        (B, 6, 1, H, W)`` their alpha (default: ``depth > 0``). ``steps=0`` is ``encode``.
         """
         if steps < 0 or rays < 1:
             raise ValueError(f"steps={steps} and rays={rays}: steps must be >= 0 and rays >= 1")
         if steps == 0:
             return self.encode(encoder_input, input_c)
-        B, V, _, H, W = encoder_input.shape
-        rgb = encoder_input[:, :, :3].permute(0, 1, 3, 4, 2).reshape(B, -1, 3)
-        depth = encoder_input[:, :, 3]
-        mask = (depth > 0).float()[:, :, None] if input_mask is None else input_mask.to(depth.dtype)
-        near = F.max_pool2d(mask.reshape(B * V, 1, H, W), 5, stride=1, padding=2).reshape(B, -1) > 0.01
-        depth, mask = depth.reshape(B, -1), mask.reshape(B, -1)
+        depth = encoder_input[:, :, 3:4]
+        mask = (depth > 0).to(depth.dtype) if input_mask is None else input_mask
+        with torch.no_grad():
+            f = self.encoder(encoder_input, input_c)
+        return self.refine_latent(f, input_c, encoder_input[:, :, :3], depth=depth, mask=mask, steps=steps,
+                                  rays=rays, lr=lr, seed=seed, progress=progress)
+
+    def refine_latent(self, f_B3Chw: torch.Tensor, c_BV25: torch.Tensor, rgb: torch.Tensor,
+                      depth: torch.Tensor | None = None, mask: torch.Tensor | None = None, steps: int = 100,
+                      rays: int = 2048, lr: float = 1e-2, seed: int = 0, progress: bool = False) -> QuantizerOutput:
+        """Tokens for views ``rgb (B, V, 3, H, W)`` at cameras ``c (B, V, 25)``, searched from the
+        latent ``f`` (``encode_refined``'s engine): Adam on ``f`` through the quantizer (Alg. 1,
+        straight-through, as in training) with the codebook, decoder and field frozen.
+
+        Each step renders ``rays`` random rays per object, half of them on or within 2 px of the
+        object (``mask``; all pixels without one); the loss is the render MAE of Eq. 8 with this
+        model's weights, over the targets given (RGB always; ``depth`` and ``mask``, each
+        ``(B, V, 1, H, W)``, when not None). Adam at ``lr``, constant, then decayed linearly to
+        0.1x over the second half. The model's weights, mode and ``requires_grad`` are left as found.
+        """
+        if steps < 0 or rays < 1:
+            raise ValueError(f"steps={steps} and rays={rays}: steps must be >= 0 and rays >= 1")
+        B, V, _, H, W = rgb.shape
+        flat = lambda x: x.reshape(B, -1).to(f_B3Chw.dtype)  # noqa: E731  (B, V, 1, H, W) -> (B, V H W)
+        rgb_BN3 = rgb.permute(0, 1, 3, 4, 2).reshape(B, -1, 3).to(f_B3Chw.dtype)
+        if mask is None:
+            near = torch.ones(B, V * H * W, dtype=torch.bool)
+        else:
+            near = F.max_pool2d(mask.reshape(B * V, 1, H, W).float(), 5, stride=1, padding=2).reshape(B, -1) > 0.01
+        targets = {k: flat(v) for k, v in (("depth", depth), ("mask", mask)) if v is not None}
         g = torch.Generator().manual_seed(int(seed))
         w, samples = self.loss_weights, self.triplane_settings
         was_training, grads = self.training, [p.requires_grad for p in self.parameters()]
         self.eval().requires_grad_(False)
         try:
             with torch.enable_grad():
-                f = self.encoder(encoder_input, input_c).detach().requires_grad_(True)
+                f = f_B3Chw.detach().clone().requires_grad_(True)
                 opt = torch.optim.Adam([f], lr=lr)
                 for step in tqdm(range(steps), desc="refining tokens", disable=not progress, leave=False):
                     index = torch.stack([_near_and_anywhere(near[b], rays, g) for b in range(B)]).to(f.device)
                     planes = self.decode_fhat(self.quantizer(f).f_hat)
-                    out = render_pixels(planes, self.field, input_c, H, W, index, samples.num_samples, stratified=True,
-                                        generator=g, importance_samples=samples.importance_samples)
-                    target_rgb = rgb.gather(1, index[..., None].expand(-1, -1, 3))
-                    loss = (w["rgb"] * (out["rgb"] - target_rgb).abs().mean()
-                            + w["depth"] * (out["depth"] - depth.gather(1, index)).abs().mean()
-                            + w["mask"] * (out["mask"] - mask.gather(1, index)).abs().mean())
+                    out = render_pixels(planes, self.field, c_BV25.to(f.dtype), H, W, index, samples.num_samples,
+                                        stratified=True, generator=g, importance_samples=samples.importance_samples)
+                    loss = w["rgb"] * (out["rgb"] - rgb_BN3.gather(1, index[..., None].expand(-1, -1, 3))).abs().mean()
+                    for k, target in targets.items():
+                        loss = loss + w[k] * (out[k] - target.gather(1, index)).abs().mean()
                     opt.zero_grad()
                     loss.backward()
                     opt.step()

@@ -202,6 +202,15 @@ def test_best_of_n_keeps_the_sample_that_explains_the_condition_view(setup, tmp_
         gen.generate(text="a chair", candidates=2)
     with pytest.raises(ValueError, match="candidates >= 2"):
         gen.generate(image=images[0], refine_from=2)
+    # fitting the kept sample to its condition image: it agrees better, the VQVAE is untouched
+    before = {k: v.clone() for k, v in gen.vqvae.state_dict().items()}
+    fitted, fitted_planes = gen.fit_condition_view(tokens, images, 15, seed=0)
+    assert [t.shape for t in fitted] == [t.shape for t in tokens]
+    assert (gen.condition_agreement(fitted_planes, images) > gen.condition_agreement(kept, images)).all()
+    assert all(torch.equal(before[k], v) for k, v in gen.vqvae.state_dict().items())
+    assert "fit the condition view" in gen.generate(image=images[0], fit_steps=2, seed=4).seconds
+    with pytest.raises(ValueError, match="fit_steps"):
+        gen.generate(text="a chair", fit_steps=2)
 
 
 def test_cli_train_ar_and_generate_errors(setup, tmp_path, capsys):
@@ -280,8 +289,10 @@ def test_generate_and_bench_commands_on_the_shipped_generators(tmp_path, capsys)
     rc = main(["generate", "--image", str(tmp_path / "view.png"), "--out", str(tmp_path / "i.glb")])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert IMAGE_SAMPLING == {"cfg": 1.0, "cfg_schedule": "constant", "candidates": 16, "refine_from": 4}
-    assert "CFG 1 (constant); best of 16 by agreement with the condition view, then 16 more from scale 4" in out
+    assert IMAGE_SAMPLING == {"cfg": 1.0, "cfg_schedule": "constant", "candidates": 16, "refine_from": 4, "fit_steps": 50}
+    assert ("CFG 1 (constant); best of 16 by agreement with the condition view, then 16 more from scale 4; "
+            "then fitted to the condition view for 50 steps") in out
+    assert "fit the condition view" in out  # the timing line names the stage
     assert main(["generate", "--image", str(tmp_path / "view.png"), "--refine-from", "1",
                  "--out", str(tmp_path / "i.glb")]) == 2
     assert "--refine-from" in capsys.readouterr().err
