@@ -128,7 +128,8 @@ class SAR3DVQVAE(nn.Module):
         free-token fits), and a few steps per object close most of it, the way GAN inversion
         refines an encoder's guess. Only the input views are used: the same information the
         encoder sees, so novel views measure generalisation. The tokens stay this model's
-        (same codebook, same fingerprint), readable by every generator trained on its tokens.
+        (same codebook, same fingerprint) and decode directly; models trained to read one-pass
+        tokens (the captioner, the generators) read them less well (``docs/RESULTS.md``).
 
         ``encoder_input (B, 6, 10, H, W)`` gives the views' RGB and depth; ``input_mask
         (B, 6, 1, H, W)`` their alpha (default: ``depth > 0``). ``steps=0`` is ``encode``.
