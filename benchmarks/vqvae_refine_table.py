@@ -54,8 +54,8 @@ def main():
         one = json.loads(ONE_PASS_100.read_text())
         chamfer = json.loads(ONE_PASS_100_CHAMFER.read_text())["summary"].get("chamfer_x1e3")
         print(row("one pass", one, None, chamfer))
-        print(row(f"refined, {json.loads(REFINED_100.read_text())['summary']['refine_steps']} steps",
-                  json.loads(REFINED_100.read_text()), one))
+        refined = json.loads(REFINED_100.read_text())
+        print(row(f"refined, {refined['summary']['refine_steps']} steps", refined, one))
 
 
 if __name__ == "__main__":

@@ -134,8 +134,6 @@ class SAR3DVQVAE(nn.Module):
         ``encoder_input (B, 6, 10, H, W)`` gives the views' RGB and depth; ``input_mask
         (B, 6, 1, H, W)`` their alpha (default: ``depth > 0``). ``steps=0`` is ``encode``.
         """
-        if steps < 0 or rays < 1:
-            raise ValueError(f"steps={steps} and rays={rays}: steps must be >= 0 and rays >= 1")
         if steps == 0:
             return self.encode(encoder_input, input_c)
         depth = encoder_input[:, :, 3:4]

@@ -2,10 +2,9 @@
 
 For each of the first ``--limit`` test objects, the shipped image generator samples with its shipped
 settings (``generate.IMAGE_SAMPLING``: best of 16 by agreement with the condition view, then 16 more
-from scale 4), as ``ar_eval.evaluate_image`` does. The kept sample's latent ``f_hat`` is then the start
-of ``SAR3DVQVAE.refine_latent`` on the one condition image (RGB, and its alpha taken as the pixels that
-are not the white background), which re-quantizes it and searches for tokens that render that view
-better. Printed: PSNR of the novel views 6-11 (2 x 2 rays per pixel, as the targets) of the sample,
+from scale 4, without the fit), as ``ar_eval.evaluate_image`` does. The kept sample is then fitted to
+its condition image by ``Pipeline.fit_condition_view`` (the sample's latent ``f_hat`` re-quantized, then
+``SAR3DVQVAE.refine_latent`` on the image's RGB, its non-white pixels as the mask). Printed: PSNR of the novel views 6-11 (2 x 2 rays per pixel, as the targets) of the sample,
 of its latent re-quantized without a search (what the search starts from) and after ``--steps``;
 and PSNR at the condition view itself.
 
@@ -28,8 +27,6 @@ def main():
     p.add_argument("--data", default=str(Path.home() / ".cache/sar3d/proc_test_64"))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--rays", type=int, default=2048)
-    p.add_argument("--mask-weight", type=float, default=1.0, help="0: fit the condition view's RGB only")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -39,7 +36,7 @@ def main():
     view = gen.meta.get("condition_view", 0)
     ds = MultiViewDataset(args.data, size=vq.cfg.image_size)
     novel = list(range(6, 12))
-    sampling = {k: v for k, v in IMAGE_SAMPLING.items() if k not in ("candidates", "refine_from")}
+    sampling = {k: v for k, v in IMAGE_SAMPLING.items() if k not in ("candidates", "refine_from", "fit_steps")}
     rows = []
     for i in range(min(args.limit, len(ds))):
         mv = ds.read(i)
@@ -47,23 +44,14 @@ def main():
         cond = gen.condition(image=image[None])
         tokens, planes, _ = gen.sample_best_of(cond, [image], IMAGE_SAMPLING["candidates"], cam[None],
                                                refine_from=IMAGE_SAMPLING["refine_from"], seed=i, **sampling)
-        f_hat = vq.quantizer.tokens_to_fhat(tokens, len(vq.cfg.scales))
-        alpha = (image.min(0, keepdim=True).values < 0.99).float()  # not the white background
         t0 = time.perf_counter()
-        mask = alpha[None, None] if args.mask_weight > 0 else None
-        saved = dict(vq.loss_weights)
-        vq.loss_weights = {**saved, "mask": saved["mask"] * args.mask_weight}
-        try:
-            q = vq.refine_latent(f_hat, cam[None, None], image[None, None], mask=mask, steps=args.steps,
-                                 rays=args.rays, seed=i)
-            q0 = vq.refine_latent(f_hat, cam[None, None], image[None, None], steps=0)
-        finally:
-            vq.loss_weights = saved
+        fitted, fitted_planes = gen.fit_condition_view(tokens, image[None], args.steps, cam[None], seed=i)
         seconds = time.perf_counter() - t0
         row = {"seed": int(ds.items[i][2]), "refine_seconds": seconds}
         with torch.no_grad():
-            for name, pl in (("sample", planes), ("requantized", vq.decode_tokens(q0.tokens)),
-                             ("refined", vq.decode_tokens(q.tokens))):
+            requantized = vq.quantizer(vq.quantizer.tokens_to_fhat(tokens, len(vq.cfg.scales))).tokens
+            for name, pl in (("sample", planes), ("requantized", vq.decode_tokens(requantized)),
+                             ("refined", fitted_planes)):
                 c = torch.cat([mv.c[novel], cam[None]])[None]
                 rgb = vq.render(pl, c, chunk=8192, supersample=2)["rgb"][0].clamp(0, 1)
                 row[f"{name}_novel"] = float(psnr(rgb[:6], mv.rgb[novel]).mean())
@@ -73,7 +61,7 @@ def main():
     keys = [k for k in rows[0] if k != "seed"]
     summary = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     diff = [r["refined_novel"] - r["sample_novel"] for r in rows]
-    summary.update(objects=len(rows), steps=args.steps, rays=args.rays, mask_weight=args.mask_weight,
+    summary.update(objects=len(rows), steps=args.steps,
                    novel_better=sum(d > 0 for d in diff), generator=gen.name)
     print(json.dumps(summary, indent=1))
     if args.json:
