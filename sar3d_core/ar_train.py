@@ -178,6 +178,21 @@ def load_generator(folder) -> tuple[SAR3DTransformer, dict]:
 
 
 # ------------------------------------------------------------------------------ training
+def check_init(folder, meta: dict, condition: str, next_token: bool, settings: TransformerSettings | None,
+               encoder_name: str, fingerprint: str) -> None:
+    """Refuse to fine-tune the generator of ``folder`` (its ``config.json``: ``meta``) unless it is
+    the same kind of model: condition, next-token or next-scale, transformer settings (when given),
+    condition encoder and the VQVAE whose tokens it learnt."""
+    wanted = {"condition": condition, "next_token": next_token, "condition_encoder": encoder_name,
+              "vqvae_fingerprint": fingerprint}
+    if settings is not None:
+        wanted["settings"] = dataclasses.asdict(settings)
+    for key, value in wanted.items():
+        if key in meta and meta[key] != value:
+            raise ValueError(f"--init {folder}: its {key} is {meta[key]!r}, this run's is {value!r}; "
+                             f"fine-tune a generator of the same kind (or train from scratch without --init)")
+
+
 def text_prompts(captions, seeds, prompt_forms: bool = True) -> tuple[list, int]:
     """The prompts a text-conditioned generator trains on: ``(flat list, forms per object)``.
     With ``prompt_forms`` and procedural objects (every seed >= 0), each object brings its caption
@@ -196,12 +211,14 @@ def text_prompts(captions, seeds, prompt_forms: bool = True) -> tuple[list, int]
 
 def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: TrainConfig, next_token: bool = False,
              settings: TransformerSettings | None = None, resume: bool = False, export=None,
-             prompt_forms: bool = True) -> dict:
+             prompt_forms: bool = True, init=None) -> dict:
     """Train a generator on a token file (``sar3d data tokenize``) of the data set ``data``.
 
     ``vqvae``: the ``SAR3DVQVAE`` that made the tokens (its quantizer builds the teacher inputs);
     ``encoder``: the frozen ``conditioning.ConditionEncoder``; ``prompt_forms``: text models also
-    see each object's short prompts and a paraphrase (``text_prompts``). Returns a summary.
+    see each object's short prompts and a paraphrase (``text_prompts``); ``init``: a generator
+    folder (``save_generator``) to start from, a fine-tune (``check_init``; its settings when
+    ``settings`` is None). Returns a summary.
     """
     from .tokens import load_tokens
 
@@ -220,8 +237,15 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
         forms = len(TRAIN_CONDITION_VIEWS)  # a random view per step, as the paper; tested on CONDITION_VIEW
         cond = encode_conditions(encoder, "image", images=condition_images(data, len(seq), TRAIN_CONDITION_VIEWS,
                                                                            size=vqvae.cfg.image_size))
+    start = None
+    if init is not None:
+        start, meta = load_generator(init)
+        check_init(init, meta, condition, next_token, settings, cond["name"], fingerprint)
+        settings = start.settings
     model = SAR3DTransformer.from_config(vqvae.cfg, cond["pooled"].shape[1], cond["tokens"].shape[2], condition,
                                          settings, next_token)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
     dataset = ARDataset(seq, teacher_inputs(model, vqvae.quantizer, seq), cond, forms)
     t_data = time.perf_counter() - t0
     if is_main_process():
@@ -234,7 +258,7 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
     t_train = time.perf_counter() - t1
     summary = {"steps": train_cfg.steps, "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1),
                "condition": condition, "next_token": next_token, "condition_encoder": cond["name"],
-               "prompt_forms_per_object": forms,
+               "prompt_forms_per_object": forms, **({"init": str(init)} if init is not None else {}),
                "parameters": model.num_parameters(), "final": rows[-1] if rows else None}
     if is_main_process():  # one writer under DDP: the ranks hold the same weights
         if export:

@@ -222,7 +222,7 @@ def _cmd_data_tokenize(args) -> None:
 
     model, ckpt = _load_vqvae(args.checkpoint)
     r = tokenize_dataset(model, args.data, args.out, batch_size=args.batch_size, checkpoint=ckpt,
-                         refine_steps=args.refine_steps)
+                         refine_steps=args.refine_steps, refine_rays=args.refine_rays, limit=args.limit)
     print(f"wrote {r['path']}: {r['objects']} objects in {r['seconds']} s ({r['objects_per_second']} objects/s)")
 
 
@@ -445,6 +445,10 @@ def _cmd_train_ar(args) -> None:
     written_by = load_tokens(args.tokens)["checkpoint"]  # a missing or corrupt file fails here, before any model
     if not Path(args.data).exists():
         raise FileNotFoundError(f"--data {args.data}: no such folder (the data set the tokens were made from)")
+    if args.init:  # before any model loads
+        from .ar_train import load_generator
+
+        load_generator(args.init)
     vqvae_folder = args.vqvae
     if vqvae_folder is None:  # default: the VQVAE that wrote the token file, when it is here
         from .generate import find_vqvae
@@ -457,13 +461,14 @@ def _cmd_train_ar(args) -> None:
     encoder = load_condition_encoder(args.encoder)
     settings = TransformerSettings.from_config(vqvae.cfg, args.cond)
     sizes = {k: v for k, v in (("depth", args.depth), ("width", args.width), ("num_heads", args.heads)) if v}
-    settings = dataclasses.replace(settings, **sizes)
+    settings = dataclasses.replace(settings, **sizes) if sizes or not args.init else None  # --init: its own
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device,
                             weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                             lr_decay_from=args.lr_decay_from, lr_final=args.lr_final)
     train_ar(args.tokens, args.data, vqvae, encoder, args.cond, train_cfg, next_token=args.next_token,
-             settings=settings, resume=args.resume, export=args.export, prompt_forms=not args.captions_only)
+             settings=settings, resume=args.resume, export=args.export, prompt_forms=not args.captions_only,
+             init=args.init)
     if args.export:
         print(f"exported the generator to {args.export}")
 
@@ -737,6 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", default=None, help="VQVAE checkpoint folder (default: the shipped tiny one)")
     b.add_argument("--batch-size", type=_int_at_least(1), default=16)
     b.add_argument("--refine-steps", type=_int_at_least(0), default=0, help=REFINE_HELP)
+    b.add_argument("--refine-rays", type=_int_at_least(1), default=2048,
+                   help="with --refine-steps: rays rendered per object and step (default 2048)")
+    b.add_argument("--limit", type=_int_at_least(1), default=None, help="tokenize the first N objects only")
     b.set_defaults(func=_cmd_data_tokenize)
 
     p = sub.add_parser("encode", help="encode one object to multi-scale tokens (.npz)")
@@ -921,6 +929,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the learning rate at the last step, as a multiple of --lr (default 0.1, the official)")
     t.add_argument("--captions-only", action="store_true",
                    help="text models: train on the one caption per object, not on the world's short prompts too")
+    t.add_argument("--init", default=None, metavar="FOLDER",
+                   help="fine-tune: start from this generator (a `--export` folder of the same condition, size, "
+                        "condition encoder and VQVAE; its size unless --depth/--width/--heads are given)")
     t.add_argument("--seed", type=int, default=0)
     _run_options(t, "runs/ar_text_tiny", 500, "write the trained generator here")
     t.set_defaults(func=_cmd_train_ar)

@@ -159,16 +159,23 @@ def decode_views(model, tokens, c_V25: torch.Tensor, size: int | None = None, nu
     return {k: v[0] for k, v in out.items()}
 
 
-def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "", refine_steps: int = 0) -> dict:
+def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "", refine_steps: int = 0,
+                     refine_rays: int = 2048, limit: int | None = None) -> dict:
     """Tokens of every object of a data set folder (``data.MultiViewDataset``) into ``out``;
-    ``refine_steps > 0`` refines each batch's tokens on its input views (``SAR3DVQVAE.encode_refined``,
-    masks ``depth > 0``; seconds per object on a CPU, so meant for a GPU).
+    ``refine_steps > 0`` refines each batch's tokens on its input views (``SAR3DVQVAE.encode_refined``
+    with ``refine_rays`` rays per object and step, masks ``depth > 0``; about 35 ms per object and step
+    on one CPU core, so long runs are meant for a GPU). ``limit``: the first that many objects only
+    (a generator trains on the token file's objects, the data set's first ones).
 
     Returns ``{"objects", "seconds", "objects_per_second", "path"}``.
     """
     from .data import MultiViewDataset
 
     dataset = MultiViewDataset(data, size=model.cfg.image_size)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit={limit}: tokenize at least one object (None: all {len(dataset)})")
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=0)
     seqs, sources, captions, seeds = [], [], [], []
     model.eval()
@@ -176,7 +183,7 @@ def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "
     with torch.no_grad():
         for i, batch in enumerate(tqdm(loader, desc="tokenizing", unit="batch")):
             x, c = batch["encoder_input"], batch["input_c"]
-            q = model.encode_refined(x, c, refine_steps, seed=i) if refine_steps else model.encode(x, c)
+            q = model.encode_refined(x, c, refine_steps, rays=refine_rays, seed=i) if refine_steps else model.encode(x, c)
             seqs.append(tokens_to_sequence(q.tokens))
             sources += list(batch["id"])
             captions += list(batch["caption"])

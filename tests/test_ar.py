@@ -131,6 +131,25 @@ def test_generator_refuses_a_mismatched_vqvae_or_encoder(setup, tmp_path):
         load_generator(tmp_path / "nothing")
 
 
+def test_fine_tune_starts_from_the_given_generator_and_refuses_another_kind(setup, tmp_path):
+    _train(setup, tmp_path / "a", steps=3)
+    start, _ = load_generator(tmp_path / "a" / "gen")
+    cfg = TrainConfig(steps=1, batch_size=3, lr=1e-12, out_dir=str(tmp_path / "ft"), ckpt_every=0, log_every=1,
+                      weight_decay=0.0, grad_clip=0.0)
+    summary = train_ar(setup["root"] / "tokens.npz", setup["data"], setup["vqvae"], setup["encoder"], "text", cfg,
+                       export=tmp_path / "ft_gen", init=tmp_path / "a" / "gen")  # settings: the init's own
+    tuned, meta = load_generator(tmp_path / "ft_gen")
+    assert summary["init"] == str(tmp_path / "a" / "gen") and meta["settings"]["width"] == SMALL_AR.width
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name  # a step of lr 1e-12 leaves the start's weights
+    with pytest.raises(ValueError, match="its condition is 'text'"):
+        train_ar(setup["root"] / "tokens.npz", setup["data"], setup["vqvae"], setup["encoder"], "image", cfg,
+                 settings=SMALL_AR, init=tmp_path / "a" / "gen")
+    with pytest.raises(ValueError, match="its settings"):
+        train_ar(setup["root"] / "tokens.npz", setup["data"], setup["vqvae"], setup["encoder"], "text", cfg,
+                 settings=TransformerSettings(depth=2, width=32, num_heads=2), init=tmp_path / "a" / "gen")
+
+
 def test_generator_knows_which_vqvae_made_its_tokens(setup, tmp_path):
     _train(setup, tmp_path, steps=1)
     model, meta = load_generator(tmp_path / "gen")

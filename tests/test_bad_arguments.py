@@ -103,6 +103,9 @@ ROWS = [
     (["encode", "{mug}", "--up", "Y", "--out", "{out}.npz"], "--up: invalid choice"),
     (["encode", "proc:3", "--refine-steps", "-1", "--out", "{out}.npz"], "--refine-steps: -1 must be at least 0"),
     (["data", "tokenize", "{chunk}", "--refine-steps", "x", "--out", "{out}.npz"], "--refine-steps: 'x' is not an integer"),
+    (["data", "tokenize", "{chunk}", "--refine-steps", "5", "--refine-rays", "0", "--out", "{out}.npz"],
+     "--refine-rays: 0 must be at least 1"),
+    (["data", "tokenize", "{chunk}", "--limit", "0", "--out", "{out}.npz"], "--limit: 0 must be at least 1"),
     (["encode", "proc:3", "--checkpoint", "{root}/bad_ckpt", "--out", "{out}.npz"], "config.json is not valid"),
     # --- decode
     (["decode", "{root}/missing.npz", "--out", "{out}.png"], "no such token file"),
@@ -157,6 +160,8 @@ ROWS = [
     (["train", "ar", "--tokens", "{root}/t.npz", "--out", "{out}"], "required: --data"),
     (["train", "ar", "--tokens", "{root}/good_tokens.npz", "--data", "{root}/missing_dir", "--out", "{out}"],
      "--data missing_dir: no such folder"),
+    (["train", "ar", "--tokens", "{root}/good_tokens.npz", "--data", "{chunk}", "--init", "{root}/missing_gen",
+      "--steps", "1", "--out", "{out}"], "missing_gen has no config.json: not a generator checkpoint"),
     # --- generate
     (["generate", "--text", "a chair", "--cfg", "nan", "--out", "{out}.glb"], "--cfg: nan must be a finite number"),
     (["generate", "--text", "a chair", "--cfg", "-1", "--out", "{out}.glb"], "--cfg: -1 must be a finite number"),

@@ -78,6 +78,13 @@ def test_token_files_record_the_refinement(tmp_path):
     refined = tokenize_dataset(model, SAMPLES, tmp_path / "refined.npz", batch_size=2, refine_steps=3)
     a, b = load_tokens(plain["path"], model.cfg), load_tokens(refined["path"], model.cfg)
     assert (a["refine_steps"], b["refine_steps"]) == (0, 3) and a["source"] == b["source"]
+    first = tokenize_dataset(model, SAMPLES, tmp_path / "first.npz", batch_size=2, limit=1)
+    cheap = tokenize_dataset(model, SAMPLES, tmp_path / "cheap.npz", refine_steps=3, refine_rays=64, limit=1)
+    f, c = load_tokens(first["path"], model.cfg), load_tokens(cheap["path"], model.cfg)
+    assert torch.equal(f["sequence"], a["sequence"][:1]) and f["source"] == a["source"][:1]
+    assert c["sequence"].shape == f["sequence"].shape and c["refine_steps"] == 3
+    with pytest.raises(ValueError, match="at least one object"):
+        tokenize_dataset(model, SAMPLES, tmp_path / "none.npz", limit=0)
     # a file from before the field existed reads as the one pass; a malformed one is refused
     with np.load(plain["path"]) as z:
         arrays = {k: z[k] for k in z.files}
