@@ -17,7 +17,7 @@ DATA10K=$C/proc_train_10k
 ONEPASS=$C/ar/train_tokens_lift_10k.npz
 REFINED=$C/ar/train_tokens_lift_10k_refined20.npz
 INIT=${INIT:-data_samples/ar_text_tiny}
-STEPS=${STEPS:-1500}
+STEPS=${STEPS:-1600}
 TRAIN=(.venv/bin/torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli train ar --cond text --data "$DATA10K"
        --init "$INIT" --batch-size 8 --lr 3e-4 --threads 1 --steps "$STEPS")
 mkdir -p runs/refined_ft benchmarks/results/refined_ft
