@@ -334,6 +334,21 @@ def test_shipped_generators_name_the_vqvae_that_made_their_tokens(name):
     assert SAR3DVQVAE.from_pretrained(folder).fingerprint() == meta["vqvae_fingerprint"]
 
 
+@pytest.mark.parametrize("name", ["ar_text_tiny", "ar_image_tiny", "ar_text_next_token_tiny"])
+def test_shipped_generators_record_their_commands_and_a_fine_tune_its_base(name):
+    """Every shipped generator keeps the command that trained it; a fine-tune (``train ar --init``)
+    also keeps its base model's record, so the whole recipe stays beside the weights."""
+    from sar3d_core.generate import DATA_SAMPLES
+
+    meta = json.loads((DATA_SAMPLES / name / "config.json").read_text())
+    record = json.loads((DATA_SAMPLES / name / "training.json").read_text())
+    assert "train ar" in record["command"] and record["log"]
+    assert record["log"][-1]["step"] == meta["training"]["steps"]
+    if "init" in meta["training"]:
+        assert "--init" in record["command"] and "train ar" in record["base"]["command"]
+        assert record["base"]["log"][-1]["step"] > 0
+
+
 def test_transformer_has_the_save_and_from_pretrained_pattern(tmp_path):
     """Every model saves and loads as ``save_pretrained(folder)`` / ``Class.from_pretrained(folder)``,
     the transformer included: the weights and the config come back."""
