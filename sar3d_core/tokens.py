@@ -163,8 +163,8 @@ def tokenize_dataset(model, data, out, batch_size: int = 16, checkpoint: str = "
                      refine_rays: int = 2048, limit: int | None = None) -> dict:
     """Tokens of every object of a data set folder (``data.MultiViewDataset``) into ``out``;
     ``refine_steps > 0`` refines each batch's tokens on its input views (``SAR3DVQVAE.encode_refined``
-    with ``refine_rays`` rays per object and step, masks ``depth > 0``; about 35 ms per object and step
-    on one CPU core, so long runs are meant for a GPU). ``limit``: the first that many objects only
+    with ``refine_rays`` rays per object and step, masks ``depth > 0``; on one CPU core about 18 ms per
+    object and step at 256 rays and 100 ms at 2048, so long runs are meant for a GPU). ``limit``: the first that many objects only
     (a generator trains on the token file's objects, the data set's first ones).
 
     Returns ``{"objects", "seconds", "objects_per_second", "path"}``.
