@@ -36,6 +36,8 @@ def test_notebook_is_stored_without_outputs_and_has_parameters(path):
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1 and "fast = False" in "".join(tagged[0]["source"]), \
         f"{path.name} needs one cell tagged 'parameters' that sets fast = False"
+    missing = [i for i, c in enumerate(nb["cells"]) if not c.get("id")]
+    assert not missing, f"{path.name}: cells {missing} have no id (nbformat 4.5 wants one; `nbformat.validator.normalize`)"
 
 
 def test_cli_help_lists_the_commands():
