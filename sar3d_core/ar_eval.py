@@ -218,18 +218,17 @@ def evaluate_image(gen, data, limit: int = 100, *, seed: int = 0, batch_size: in
     batch_size = max(1, batch_size // candidates)  # B x N samples are decoded and rendered at once
     for i in tqdm(range(0, n, batch_size), desc="image-to-3D", disable=not progress, leave=False):
         mvs = [ds.read(j) for j in range(i, min(i + batch_size, n))]  # each object read once
-        cond = gen.condition(image=torch.stack([mv.rgb[view] for mv in mvs]))
+        images, cameras = torch.stack([mv.rgb[view] for mv in mvs]), torch.stack([mv.c[view] for mv in mvs])
+        cond = gen.condition(image=images)
         t0 = time.perf_counter()
         if candidates > 1:
-            images = [mv.rgb[view] for mv in mvs]
-            tokens, planes, _ = gen.sample_best_of(cond, images, candidates, torch.stack([mv.c[view] for mv in mvs]),
-                                                   refine_from=refine_from, seed=seed + i, **sampling)
+            tokens, planes, _ = gen.sample_best_of(cond, images, candidates, cameras, refine_from=refine_from,
+                                                   seed=seed + i, **sampling)
         else:
             tokens = gen.sample_tokens(cond, seed=seed + i, **sampling)
             planes = gen.vqvae.decode_tokens(tokens)
         if fit_steps:
-            tokens, planes = gen.fit_condition_view(tokens, torch.stack([mv.rgb[view] for mv in mvs]), fit_steps,
-                                                    torch.stack([mv.c[view] for mv in mvs]), seed=seed + i)
+            tokens, planes = gen.fit_condition_view(tokens, images, fit_steps, cameras, seed=seed + i)
         t_sample += time.perf_counter() - t0
         c = torch.stack([mv.c[novel] for mv in mvs])
         rgb = gen.vqvae.render(planes, c, chunk=8192, supersample=supersample)["rgb"].clamp(0, 1)
