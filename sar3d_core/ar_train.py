@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .config import SAR3DConfig
-from .quantizer import sequence_to_tokens
+from .quantizer import sequence_to_tokens, tokens_to_sequence
 from .training import TrainConfig, is_main_process, step_generator, train
 from .transformer import CONDITIONS, SAR3DTransformer, TransformerSettings
 
@@ -270,3 +270,45 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
                                if condition == "image" else {})})
         print("summary " + json.dumps(summary))
     return summary
+
+
+@torch.no_grad()
+def write_token_draws(generator, tokens_path, out, seeds=None, draws: int = 2, batch_size: int = 32,
+                      seed: int = 0, progress: bool = True, **sampling) -> Path:
+    """A token file of ``draws`` teacher-forced draws per object (``sampling.draw_teacher_forced``)
+    by the text ``generator`` (a ``generate.Pipeline``) from its caption: what the generator draws
+    at each scale given the object's true coarser scales, at the shipped sampling settings unless
+    ``sampling`` says otherwise. ``seeds``: the procedural objects to draw for (default all).
+    Rows are object-major (``draws`` rows per object, the same seed and caption); the file carries
+    the token file's VQVAE fingerprint. Our addition: the training data of a decoder that reads
+    generated token maps (``vqvae_train.train_vqvae(token_draws=...)``)."""
+    from .sampling import draw_teacher_forced
+    from .tokens import load_tokens, save_tokens
+
+    if generator.condition_kind != "text" or generator.next_token:
+        raise ValueError("token draws need a next-scale text generator")
+    vq = generator.vqvae
+    loaded = load_tokens(tokens_path, vq.cfg, vq.fingerprint())
+    rows = list(range(len(loaded["seed"])))
+    if seeds is not None:
+        where = {s: i for i, s in enumerate(loaded["seed"])}
+        missing = [s for s in seeds if s not in where]
+        if missing:
+            raise ValueError(f"{tokens_path} holds no tokens of the objects with seeds {missing[:5]}: "
+                             f"tokenize the data set they come from")
+        rows = [where[s] for s in seeds]
+    kw = {"cfg": 4.0, "top_k": 10, "top_p": 0.5, **sampling}
+    parts = []
+    for b in tqdm(range(0, len(rows), batch_size), desc="token draws", disable=not progress):
+        part = rows[b:b + batch_size]
+        truth = sequence_to_tokens(loaded["sequence"][part], loaded["schedule"])
+        cond = generator.condition(text=[loaded["caption"][i] for i in part])
+        drawn = [tokens_to_sequence(draw_teacher_forced(generator.transformer, vq.quantizer, truth, cond.pooled,
+                                                        cond.tokens, cond.mask, seed=seed + b * draws + d, **kw))
+                 for d in range(draws)]
+        parts.append(torch.stack(drawn, 1).flatten(0, 1))  # (B * draws, L), object-major
+    seq = torch.cat(parts)
+    obj = [i for i in rows for _ in range(draws)]
+    return save_tokens(out, seq, vq.cfg, [loaded["source"][i] for i in obj], [loaded["caption"][i] for i in obj],
+                       [loaded["seed"][i] for i in obj], checkpoint=loaded["checkpoint"],
+                       fingerprint=loaded["vqvae_fingerprint"], refine_steps=loaded["refine_steps"])

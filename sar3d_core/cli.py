@@ -226,6 +226,23 @@ def _cmd_data_tokenize(args) -> None:
     print(f"wrote {r['path']}: {r['objects']} objects in {r['seconds']} s ({r['objects_per_second']} objects/s)")
 
 
+def _cmd_data_token_draws(args) -> None:
+    import json as _json
+
+    from .ar_train import write_token_draws
+    from .generate import Pipeline
+
+    seeds = None
+    if args.data:
+        index = Path(args.data) / "index.json"
+        if not index.is_file():
+            raise FileNotFoundError(f"{args.data}: no index.json; give a built data set folder")
+        seeds = [int(o["seed"]) for o in _json.loads(index.read_text(encoding="utf-8"))["objects"]]
+    gen = Pipeline.from_pretrained(args.generator)
+    path = write_token_draws(gen, args.tokens, args.out, seeds=seeds, draws=args.draws, seed=args.seed)
+    print(f"wrote {path}: {args.draws} draws for each of {len(seeds) if seeds else 'all the'} objects")
+
+
 def _cmd_tutorials(args) -> None:
     from .tutorials import run_all
 
@@ -423,7 +440,8 @@ def _cmd_train_vqvae(args) -> None:
                             out_dir=args.out, ckpt_every=args.ckpt_every, device=args.device,
                             lr_decay_from=args.lr_decay_from, lr_final=args.lr_final, cpu_bf16=args.bf16_cpu)
     train_vqvae(data, cfg, train_cfg, settings, resume=args.resume, export=args.export, init=args.init,
-                decoder_only=args.decoder_only, encoder_only=args.encoder_only)
+                decoder_only=args.decoder_only, encoder_only=args.encoder_only, token_draws=args.token_draws,
+                token_draw_share=args.token_draw_share)
     if args.export:
         print(f"exported the VQVAE to {args.export}")
 
@@ -747,6 +765,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=_int_at_least(1), default=None, help="tokenize the first N objects only")
     b.set_defaults(func=_cmd_data_tokenize)
 
+    b = data_sub.add_parser("token-draws", help="teacher-forced draws of a text generator on a token file (training "
+                                                "data of a decoder that reads generated tokens)")
+    b.add_argument("--generator", required=True, help="the next-scale text generator folder that draws")
+    b.add_argument("--tokens", required=True, help="the objects' true tokens (sar3d data tokenize), the generator's VQVAE")
+    b.add_argument("--data", default=None, help="draw for this built data set's objects only (default: every object "
+                                                "of --tokens)")
+    b.add_argument("--out", required=True, help="output token file (.npz), --draws rows per object")
+    b.add_argument("--draws", type=_int_at_least(1), default=2)
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=_cmd_data_token_draws)
+
     p = sub.add_parser("encode", help="encode one object to multi-scale tokens (.npz)")
     p.add_argument("input", help="proc:<seed>, a mesh file, a chunk folder or a G-Objaverse object folder")
     p.add_argument("--out", required=True, help="output token file (.npz)")
@@ -897,6 +926,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder-only", action="store_true",
                    help="with --init: train the encoder only; the codebook, decoder and field stay frozen (a "
                         "diagnostic: new tokens, which the shipped generators do not read)")
+    t.add_argument("--token-draws", default=None, metavar="FILE",
+                   help="with --decoder-only: a file of `sar3d data token-draws`; a share of the objects decode one "
+                        "of their generator-drawn token maps instead of their encoding")
+    t.add_argument("--token-draw-share", type=_float_in(0, 1, low_open=True), default=0.5,
+                   help="with --token-draws: the share of the objects that read a draw (default 0.5)")
     t.add_argument("--single-scale", action="store_true",
                    help="one scale at the latent size: the VQVAE of the next-token baseline")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")

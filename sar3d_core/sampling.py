@@ -212,3 +212,25 @@ def sample_next_token(model: SAR3DTransformer, quantizer, cond_pooled: torch.Ten
                                   pass_seconds)
     tokens = sequence_to_tokens(idx_BL, model.scales)
     return (tokens, logits) if return_logits else tokens
+
+
+@torch.no_grad()
+def draw_teacher_forced(model: SAR3DTransformer, quantizer, tokens: list, cond_pooled: torch.Tensor,
+                        cond_tokens: torch.Tensor, cond_mask: torch.Tensor | None = None, *, cfg: float = 4.0,
+                        cfg_schedule: str = "linear", top_k: int = 10, top_p: float = 0.5, seed: int = 0) -> list:
+    """Token maps drawn as ``sample_next_scale`` draws them, but each scale given the *true* scales
+    before it (``tokens``, teacher forcing): one guided pass over the whole sequence, every position
+    drawn at its scale's guidance and the same filtering. Our addition, for training a decoder on
+    the kind of errors a sampler makes inside a scale (its positions are drawn independently)
+    while the object stays known. Returns ``[(B, 3, h_k, w_k)]``."""
+    _prepare(model, quantizer, False, cfg, cfg_schedule, top_k, top_p)
+    x = model.teacher_input(quantizer, tokens)
+    scales_s = guidance_scales(len(model.scales), cfg, cfg_schedule)
+    logits = model(x, cond_pooled, cond_tokens, cond_mask).float()
+    if any(s != 1.0 for s in scales_s):
+        null_pooled, null_tokens = model.null_condition(*cond_tokens.shape[:2])
+        uncond = model(x, null_pooled.to(cond_pooled.dtype), null_tokens.to(cond_tokens.dtype)).float()
+        s_L = torch.cat([torch.full((b - a,), s) for (a, b), s in zip(zip(model.begins[:-1], model.begins[1:]), scales_s)])
+        logits = classifier_free_guidance(logits, uncond, s_L.to(logits)[None, :, None])
+    generator = torch.Generator(device=logits.device).manual_seed(int(seed))
+    return sequence_to_tokens(sample_from_logits(logits, top_k, top_p, generator), model.scales)

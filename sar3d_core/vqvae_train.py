@@ -66,7 +66,8 @@ from .config import SAR3DConfig
 from .data import INPUT_VIEWS, TARGET_VIEWS, MultiViewDataset
 from .encoder import lift_to_planes
 from .render import shade
-from .training import TrainConfig, find_checkpoint, is_main_process, load_checkpoint, step_generator, train
+from .training import (TrainConfig, derive_seed, find_checkpoint, is_main_process, load_checkpoint, step_generator,
+                       train)
 from .triplane import patch_index
 from .vqvae import SAR3DVQVAE
 from .world import ProceduralObject, make_object, sdf_normals
@@ -411,7 +412,10 @@ class VQVAEObjective(nn.Module):
         s, m = self.settings, self.model
         g = step_generator(step)  # drawn from in this order: rays, patches, stratified samples, the 3D aids
         q = m.encode(batch["encoder_input"], batch.get("input_c"))
-        planes = m.decode_fhat(q.f_hat)
+        f_hat = q.f_hat
+        if "draw_mask" in batch:  # decoder fine-tune on token draws (TokenDraws): some rows read drawn tokens
+            f_hat = torch.where(batch["draw_mask"][:, None, None, None, None], batch["f_hat_draw"], f_hat)
+        planes = m.decode_fhat(f_hat)
         out = self.render_supervision(batch, planes, g)
         terms = self.render_terms(batch, out)
         if self.readout is not None:
@@ -534,9 +538,48 @@ def freeze_reader(model: SAR3DVQVAE) -> None:
         part.requires_grad_(False)
 
 
+class TokenDraws:
+    """Token draws of a generator for the training objects (``ar_train.write_token_draws``), for a
+    decoder-only fine-tune that also reads generated token maps (our addition).
+
+    ``apply(batch, model, step)`` marks each procedural item that has draws with probability
+    ``share`` and gives it one of its draws at random: ``batch["draw_mask"] (B,)`` and
+    ``batch["f_hat_draw"] (B, 3, C, h, w)``, which ``VQVAEObjective.forward`` decodes instead of the
+    item's own encoding. The item's views stay the targets: the decoder learns to render the
+    object a draw came from, as the sampler's tokens will reach it.
+    """
+
+    def __init__(self, path, model: SAR3DVQVAE, share: float = 0.5):
+        from .tokens import load_tokens
+
+        if not 0 < share <= 1:
+            raise ValueError(f"token draw share {share} must be in (0, 1]")
+        loaded = load_tokens(path, model.cfg, model.fingerprint())
+        if not loaded["vqvae_fingerprint"]:
+            raise ValueError(f"{path} does not say which VQVAE wrote its tokens: write it with "
+                             f"ar_train.write_token_draws")
+        self.sequence, self.share, self.path = loaded["sequence"], float(share), str(path)
+        self.rows = {}
+        for i, s in enumerate(loaded["seed"]):
+            self.rows.setdefault(int(s), []).append(i)
+
+    def apply(self, batch: dict, model: SAR3DVQVAE, step) -> dict:
+        g = step_generator(step, seed=derive_seed(getattr(step, "seed", 0), "token draws"))
+        seeds = [int(x) for x in batch["seed"]]
+        pick, choice = torch.rand(len(seeds), generator=g), torch.rand(len(seeds), generator=g)
+        mask = torch.tensor([bool(p < self.share) and s in self.rows for p, s in zip(pick, seeds)])
+        if not mask.any():
+            return batch
+        first = next(iter(self.rows.values()))[0]  # a placeholder row for the unmarked items
+        rows = [self.rows[s][int(c * len(self.rows[s]))] if m else first for s, c, m in zip(seeds, choice, mask)]
+        with torch.no_grad():
+            f_hat = model.quantizer.sequence_to_fhat(self.sequence[rows].to(batch["encoder_input"].device))
+        return {**batch, "draw_mask": mask.to(f_hat.device), "f_hat_draw": f_hat}
+
+
 def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: ObjectiveSettings | None = None,
                 resume: bool = False, export=None, init=None, decoder_only: bool = False,
-                encoder_only: bool = False) -> dict:
+                encoder_only: bool = False, token_draws=None, token_draw_share: float = 0.5) -> dict:
     """Train the VQVAE on ``data`` (a built procedural folder or chunk folders, all 12 views
     supervised) with ``training.train``; export the VQVAE to ``export`` when given.
 
@@ -545,8 +588,10 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     ``init`` with its encoder and quantizer frozen (``freeze_tokens``; no dead-code resets, no
     colour readout, which reads the frozen latent): the result reads and writes ``init``'s
     tokens and carries its fingerprint. ``encoder_only``: fine-tune the encoder of ``init`` alone
-    (``freeze_reader``; no dead-code resets, which would rewrite the frozen codebook). Returns a
-    summary (steps, seconds, LPIPS status, final losses).
+    (``freeze_reader``; no dead-code resets, which would rewrite the frozen codebook).
+    ``token_draws`` (decoder-only): a file of ``ar_train.write_token_draws``; a ``token_draw_share``
+    of the items decode one of their drawn token maps instead of their encoding (``TokenDraws``).
+    Returns a summary (steps, seconds, LPIPS status, final losses).
     """
     settings = settings or ObjectiveSettings()
     if decoder_only and encoder_only:
@@ -555,6 +600,9 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
         raise ValueError("an encoder-only fine-tune needs the VQVAE whose decoder it keeps: pass --init FOLDER")
     if decoder_only and not init:
         raise ValueError("a decoder-only fine-tune needs the VQVAE whose tokens it keeps: pass --init FOLDER")
+    if token_draws and not decoder_only:
+        raise ValueError("token draws train the decoder alone: add --decoder-only (and --init the VQVAE that "
+                         "wrote their tokens)")
     t0 = time.perf_counter()
     model = init_from(init, cfg.scales) if init else SAR3DVQVAE(cfg)
     cfg = model.cfg
@@ -562,6 +610,7 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     if decoder_only:
         tokens_of = freeze_tokens(model, init)
         settings = decoder_only_settings(settings)
+    draws = TokenDraws(token_draws, model, token_draw_share) if token_draws else None
     if encoder_only:
         freeze_reader(model)
         settings = replace(settings, dead_code_every=0)
@@ -574,13 +623,16 @@ def train_vqvae(data, cfg: SAR3DConfig, train_cfg: TrainConfig, settings: Object
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "objective.json").write_text(json.dumps(
         {"model_config": cfg.to_dict(), "objective": asdict(settings), "lpips": objective.lpips_status,
-         "tokens_of": tokens_of}, indent=2))
+         "tokens_of": tokens_of, **({"token_draws": {"file": draws.path, "share": draws.share}} if draws else {})},
+        indent=2))
 
     def loss_fn(net, batch, step):
         inner = net.module if hasattr(net, "module") else net
         if settings.dead_code_every and step % settings.dead_code_every == 0:
             reset_dead_codes_synced(inner.model.quantizer, inner.model.encoder, batch["encoder_input"], step,
                                     batch.get("input_c"))
+        if draws is not None:
+            batch = draws.apply(batch, inner.model, step)
         return net(batch, step)
 
     t1 = time.perf_counter()

@@ -172,6 +172,64 @@ def test_generator_knows_which_vqvae_made_its_tokens(setup, tmp_path):
         find_vqvae(str(tmp_path / "gone" / "vqvae_nowhere"))
 
 
+def test_token_draws_train_a_decoder_on_generated_maps_and_keep_the_tokens(setup, tmp_path):
+    from sar3d_core.ar_train import write_token_draws
+    from sar3d_core.vqvae_train import PackedDataset, SUPERVISED_VIEWS, ObjectiveSettings, TokenDraws, VQVAEObjective, \
+        train_vqvae
+
+    _train(setup, tmp_path, steps=3)
+    model, meta = load_generator(tmp_path / "gen")
+    vq = SAR3DVQVAE.from_pretrained(setup["root"] / "vqvae").eval()
+    gen = Pipeline(model, meta, vq, setup["encoder"])
+    truth = load_tokens(setup["root"] / "tokens.npz")
+    seeds = truth["seed"][:4]
+    out = write_token_draws(gen, setup["root"] / "tokens.npz", tmp_path / "draws.npz", seeds=seeds, draws=2,
+                            batch_size=3, progress=False)
+    drawn = load_tokens(out, vq.cfg, vq.fingerprint())  # the truth's writer, checked
+    assert drawn["seed"] == [s for s in seeds for _ in range(2)]
+    assert drawn["caption"] == [c for c in truth["caption"][:4] for _ in range(2)]
+    assert not torch.equal(drawn["sequence"][::2], truth["sequence"][:4])  # a barely trained model's draws
+    again = write_token_draws(gen, setup["root"] / "tokens.npz", tmp_path / "again.npz", seeds=seeds, draws=2,
+                              batch_size=3, progress=False)
+    assert torch.equal(load_tokens(again)["sequence"], drawn["sequence"])  # seeded
+    with pytest.raises(ValueError, match="no tokens of the objects"):
+        write_token_draws(gen, setup["root"] / "tokens.npz", tmp_path / "x.npz", seeds=[10 ** 9], progress=False)
+
+    # the batch: marked items (those with draws, at share 1) decode one of their own draws
+    draws = TokenDraws(out, vq, share=1.0)
+    ds = PackedDataset(MultiViewDataset(setup["data"], size=32, target_views=SUPERVISED_VIEWS), workers=0)
+    batch = torch.utils.data.default_collate([ds[0], ds[5]])
+    assert int(batch["seed"][0]) in seeds and int(batch["seed"][1]) not in seeds
+    marked = draws.apply(batch, vq, 0)
+    assert marked["draw_mask"].tolist() == [True, False]
+    rows = [i for i, s in enumerate(drawn["seed"]) if s == int(batch["seed"][0])]
+    with torch.no_grad():
+        own = [vq.quantizer.sequence_to_fhat(drawn["sequence"][i:i + 1])[0] for i in rows]
+    assert any(torch.equal(marked["f_hat_draw"][0], f) for f in own)
+    objective = VQVAEObjective(vq, ObjectiveSettings(rays=32, patch=8, gan_start=10 ** 6, occupancy_points=32))
+    with torch.no_grad():
+        plain = objective(batch, 0)["render"]
+        unmarked = objective({**marked, "draw_mask": torch.tensor([False, False])}, 0)["render"]
+        read = objective(marked, 0)["render"]
+    assert torch.equal(plain, unmarked) and not torch.equal(plain, read)
+    with pytest.raises(ValueError, match="share"):
+        TokenDraws(out, vq, share=0.0)
+    torch.manual_seed(7)
+    with pytest.raises(ValueError, match="fingerprint"):
+        TokenDraws(out, SAR3DVQVAE(small_config()))  # another VQVAE's tokens
+
+    # the fine-tune: decoder alone, the draws recorded, the tokens and fingerprint kept
+    settings = ObjectiveSettings(rays=32, patch=8, gan_start=1, occupancy_points=32)
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-2, out_dir=str(tmp_path / "run"), ckpt_every=0)
+    with pytest.raises(ValueError, match="--decoder-only"):
+        train_vqvae(setup["data"], vq.cfg, cfg, settings, init=setup["root"] / "vqvae", token_draws=out)
+    train_vqvae(setup["data"], vq.cfg, cfg, settings, init=setup["root"] / "vqvae", decoder_only=True,
+                token_draws=out, token_draw_share=1.0, export=tmp_path / "ft")
+    recorded = json.loads((tmp_path / "run" / "objective.json").read_text())["token_draws"]
+    assert recorded == {"file": str(out), "share": 1.0}
+    assert SAR3DVQVAE.from_pretrained(tmp_path / "ft").fingerprint() == vq.fingerprint()
+
+
 def test_image_condition_and_next_token_baseline(setup, tmp_path):
     _train(setup, tmp_path / "img", condition="image", steps=2)
     model, meta = load_generator(tmp_path / "img" / "gen")

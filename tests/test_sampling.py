@@ -243,3 +243,36 @@ def test_a_prefix_of_scales_is_kept_and_the_rest_drawn_given_it():
         sample_next_scale(model, q, pooled, cond_tokens, mask, prefix=full)
     with pytest.raises(ValueError, match="expected"):
         sample_next_scale(model, q, pooled, cond_tokens, mask, prefix=[full[1]])
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_teacher_forced_greedy_draws_give_back_a_greedy_sample(schedule):
+    """Given the tokens the sampler drew greedily, a teacher-forced greedy draw sees the same prefix
+    at every scale, hence the same guided logits, and must return the same tokens; a wrong guidance
+    scale per position or a shifted alignment changes some."""
+    from sar3d_core.sampling import draw_teacher_forced
+
+    model, q = tiny_model(), tiny_quantizer()
+    pooled, cond_tokens, mask = condition(3)
+    greedy = sample_next_scale(model, q, pooled, cond_tokens, mask, cfg=3.0, cfg_schedule=schedule, top_k=1, seed=0)
+    drawn = draw_teacher_forced(model, q, greedy, pooled, cond_tokens, mask, cfg=3.0, cfg_schedule=schedule, top_k=1)
+    assert all(torch.equal(a, b) for a, b in zip(greedy, drawn))
+    # with the true prefix replaced, the later scales are drawn given other tokens
+    other = sample_next_scale(model, q, pooled, cond_tokens, mask, cfg=1.0, top_k=0, top_p=1.0, seed=3)
+    redrawn = draw_teacher_forced(model, q, other, pooled, cond_tokens, mask, cfg=3.0, cfg_schedule=schedule, top_k=1)
+    assert torch.equal(redrawn[0], greedy[0])  # the first scale has no prefix
+    assert not all(torch.equal(a, b) for a, b in zip(greedy[1:], redrawn[1:]))
+
+
+def test_teacher_forced_draws_follow_the_seed_and_the_filtering():
+    from sar3d_core.sampling import draw_teacher_forced
+
+    model, q = tiny_model(), tiny_quantizer()
+    pooled, cond_tokens, mask = condition(2)
+    truth = sample_next_scale(model, q, pooled, cond_tokens, mask, seed=1)
+    a, b, c = (draw_teacher_forced(model, q, truth, pooled, cond_tokens, mask, top_k=0, top_p=1.0, seed=s)
+               for s in (0, 0, 1))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    with pytest.raises(ValueError, match="top_p"):
+        draw_teacher_forced(model, q, truth, pooled, cond_tokens, mask, top_p=0.0)
