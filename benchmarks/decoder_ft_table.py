@@ -3,6 +3,11 @@ decoder) and the shipped text generator's samples decoded by each decoder, from 
 ``benchmarks/decoder_ft_eval.sh`` (and the shipped decoder's own ``text_eval_10k_6500*.json``).
 
     python benchmarks/decoder_ft_table.py shipped decoder_only_600 decoder_only_ss2_600
+    python benchmarks/decoder_ft_table.py --shipped-text benchmarks/results/refined_ft/text_ft_refined_points_seed \
+        shipped draw_control draw_draws_s0.5
+
+``--shipped-text PREFIX``: the shipped decoder's text rows are ``PREFIX{seed}.json`` (the text generator
+of the day) instead of the 6500-step model's files.
 """
 import json
 import statistics as st
@@ -50,4 +55,8 @@ def main(names):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["shipped", "decoder_only_600", "decoder_only_ss2_600"])
+    args = sys.argv[1:]
+    if args[:1] == ["--shipped-text"]:
+        SHIPPED_TEXT = {seed: Path(f"{args[1]}{seed}.json") for seed in (0, 1000)}
+        args = args[2:]
+    main(args or ["shipped", "decoder_only_600", "decoder_only_ss2_600"])

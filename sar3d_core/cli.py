@@ -229,8 +229,9 @@ def _cmd_data_tokenize(args) -> None:
 def _cmd_data_token_draws(args) -> None:
     import json as _json
 
-    from .ar_train import write_token_draws
+    from .ar_train import load_generator, write_token_draws
     from .generate import Pipeline
+    from .tokens import load_tokens
 
     seeds = None
     if args.data:
@@ -238,6 +239,14 @@ def _cmd_data_token_draws(args) -> None:
         if not index.is_file():
             raise FileNotFoundError(f"{args.data}: no index.json; give a built data set folder")
         seeds = [int(o["seed"]) for o in _json.loads(index.read_text(encoding="utf-8"))["objects"]]
+    model, meta = load_generator(args.generator)  # checked before the condition encoder loads
+    if meta["condition"] != "text" or model.next_token:
+        raise ValueError(f"{args.generator} is not a next-scale text generator: token draws need one")
+    truth = load_tokens(args.tokens)
+    if truth["schedule"] != tuple(model.scales[k][0] for k in range(len(model.scales))) \
+            or truth["codebook_size"] != model.codebook_size:
+        raise ValueError(f"{args.tokens} holds tokens of scales {truth['schedule']} with {truth['codebook_size']} "
+                         f"codes, not the generator's: tokenize with its VQVAE ({meta.get('vqvae_checkpoint', '?')})")
     gen = Pipeline.from_pretrained(args.generator)
     path = write_token_draws(gen, args.tokens, args.out, seeds=seeds, draws=args.draws, seed=args.seed)
     print(f"wrote {path}: {args.draws} draws for each of {len(seeds) if seeds else 'all the'} objects")

@@ -106,6 +106,19 @@ ROWS = [
     (["data", "tokenize", "{chunk}", "--refine-steps", "5", "--refine-rays", "0", "--out", "{out}.npz"],
      "--refine-rays: 0 must be at least 1"),
     (["data", "tokenize", "{chunk}", "--limit", "0", "--out", "{out}.npz"], "--limit: 0 must be at least 1"),
+    # --- data token-draws
+    (["data", "token-draws", "--generator", "{root}/missing_gen", "--tokens", "{root}/good_tokens.npz",
+      "--out", "{out}.npz"], "sar3d train ar"),
+    (["data", "token-draws", "--generator", "{repo}/data_samples/ar_text_tiny", "--tokens", "{root}/missing.npz",
+      "--out", "{out}.npz"], "missing.npz: no such token file"),
+    (["data", "token-draws", "--generator", "{repo}/data_samples/ar_text_tiny", "--tokens", "{root}/good_tokens.npz",
+      "--out", "{out}.npz"], "holds tokens of scales (1, 2) with 4 codes, not the generator's"),
+    (["data", "token-draws", "--generator", "{repo}/data_samples/ar_image_tiny", "--tokens", "{root}/good_tokens.npz",
+      "--out", "{out}.npz"], "not a next-scale text generator"),
+    (["data", "token-draws", "--generator", "{repo}/data_samples/ar_text_tiny", "--tokens", "{root}/good_tokens.npz",
+      "--data", "{root}/empty_dir", "--out", "{out}.npz"], "no index.json"),
+    (["data", "token-draws", "--generator", "{repo}/data_samples/ar_text_tiny", "--tokens", "{root}/good_tokens.npz",
+      "--draws", "0", "--out", "{out}.npz"], "--draws: 0 must be at least 1"),
     (["encode", "proc:3", "--checkpoint", "{root}/bad_ckpt", "--out", "{out}.npz"], "config.json is not valid"),
     # --- decode
     (["decode", "{root}/missing.npz", "--out", "{out}.png"], "no such token file"),
@@ -212,7 +225,7 @@ def row_id(args) -> str:
 @pytest.mark.parametrize("args, message", ROWS, ids=[row_id(a) for a, _ in ROWS])
 def test_bad_input_gives_one_line_and_no_output(args, message, bad, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = [a.format(root=bad, out=out, chunk=CHUNK, mug=MUG) for a in args]
+    argv = [a.format(root=bad, out=out, chunk=CHUNK, mug=MUG, repo=REPO_ROOT) for a in args]
     status, _, err = run_main(argv, capsys)
     lines = err.strip().splitlines()
     assert status == 2, f"status {status} for: sar3d {' '.join(argv)}"

@@ -344,7 +344,9 @@ def test_cli_train_vqvae_bad_data_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [(["--decoder-only"], "pass --init"),
-                                           (["--supersample", "0"], "positive integer")])
+                                           (["--supersample", "0"], "positive integer"),
+                                           (["--token-draws", "draws.npz"], "add --decoder-only"),
+                                           (["--token-draw-share", "0"], "in (0, 1]")])
 def test_cli_train_vqvae_bad_fine_tune_options_are_one_line(tmp_path, capsys, args, message):
     from sar3d_core.cli import main
 

@@ -11,7 +11,9 @@ pattern, finish and the unstated yaw). Every test object has at least 25 such tr
 - ``draw_k``: one random member of the class per caption (seed k): a perfect caption follower, which
   samples the world's own distribution of shapes given the words;
 - ``medoid``: the member closest on average to the others (Chamfer on ``--medoid-points`` points,
-  at most ``--medoid-members`` members): the best *single* shape per caption, a mode-seeking sampler.
+  at most ``--medoid-members`` members): the best *single* shape per caption, a mode-seeking sampler;
+- ``draw_0_vqvae`` (with ``--vqvae``): draw 0's objects through that VQVAE (one pass, marching cubes at
+  48^3, as ``ar_eval`` meshes samples): a perfect caption follower that must go through the tokens.
 
 Each set's exact surfaces against the exact test surfaces, as ``ar_eval.evaluate_text`` scores them.
 """
@@ -42,6 +44,7 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=2)
     p.add_argument("--medoid-points", type=int, default=512)
     p.add_argument("--medoid-members", type=int, default=40)
+    p.add_argument("--vqvae", default=None, help="also score draw 0 through this VQVAE folder")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
@@ -72,6 +75,20 @@ def main(argv=None):
     picked = [medoids[shape_class(r)] for r in test]
     out["sets"]["medoid"] = {k: v for k, v in _cloud_metrics(list(exact_points(picked)), ref).items() if k != "protocol"}
     print(f"medoid: {out['sets']['medoid']}", flush=True)
+    if a.vqvae:
+        import sys
+
+        from sar3d_core.vqvae import SAR3DVQVAE
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from mmd_decomposition import reconstruct
+
+        vq = SAR3DVQVAE.from_pretrained(a.vqvae).eval()
+        rng = np.random.default_rng(0)  # draw 0's picks again
+        picked = [m[rng.integers(len(m))] for m in members]
+        clouds = reconstruct(vq, [Path(a.train).expanduser() / r["folder"] for r in picked])
+        out["sets"]["draw_0_vqvae"] = {k: v for k, v in _cloud_metrics(clouds, ref).items() if k != "protocol"}
+        print(f"draw 0 through {a.vqvae}: {out['sets']['draw_0_vqvae']}", flush=True)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{out['seconds']} s")
     if a.json:
