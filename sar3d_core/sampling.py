@@ -220,9 +220,9 @@ def draw_teacher_forced(model: SAR3DTransformer, quantizer, tokens: list, cond_p
                         cfg_schedule: str = "linear", top_k: int = 10, top_p: float = 0.5, seed: int = 0) -> list:
     """Token maps drawn as ``sample_next_scale`` draws them, but each scale given the *true* scales
     before it (``tokens``, teacher forcing): one guided pass over the whole sequence, every position
-    drawn at its scale's guidance and the same filtering. Our addition, for training a decoder on
-    the kind of errors a sampler makes inside a scale (its positions are drawn independently)
-    while the object stays known. Returns ``[(B, 3, h_k, w_k)]``."""
+    drawn at its scale's guidance and the same filtering. Our addition: the errors the sampler
+    makes at each scale, on objects whose views are known, for training a decoder to read them
+    (``vqvae_train.TokenDraws``). Returns ``[(B, 3, h_k, w_k)]``."""
     _prepare(model, quantizer, False, cfg, cfg_schedule, top_k, top_p)
     x = model.teacher_input(quantizer, tokens)
     scales_s = guidance_scales(len(model.scales), cfg, cfg_schedule)
