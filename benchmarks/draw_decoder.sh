@@ -3,11 +3,13 @@
 # without teacher-forced draws of the shipped text generator (sar3d data token-draws), the same
 # budget; then each decoder scored on reconstructions and on the text generator's samples.
 #   bash benchmarks/draw_decoder.sh [draws] [ft_draws] [ft_control] [eval]
-# STEPS (default 800), SHARE (default 0.5) and NAME (default draws_s${SHARE}) vary the runs.
+# STEPS (default 800), SHARE (default 0.5), NAME (default draws_s${SHARE}) and DRAWS (the draws file of
+# ft_draws; default the teacher-forced draws of the first stage) vary the runs. The free-sample draws:
+#   sar3d data token-draws ... --keep 3 4 --out ~/.cache/sar3d/ar/token_draws_train64_keep34.npz
 set -euo pipefail
 export PATH="$PWD/.venv/bin:$PATH"
 steps=${STEPS:-800} share=${SHARE:-0.5} name=${NAME:-draws_s${SHARE:-0.5}}
-draws=~/.cache/sar3d/ar/token_draws_train64_refined20.npz
+draws=${DRAWS:-$HOME/.cache/sar3d/ar/token_draws_train64_refined20.npz}
 common=(--preset tiny --init data_samples/vqvae_tiny_lift --decoder-only --threads 1 --batch-size 4
         --steps "$steps" --gan-start 200 --lr 3e-4 --lr-decay-from 0.5 --lr-final 0.1 --ckpt-every 200)
 run() { /usr/bin/time -f "$1 %e s" -a -o runs/draw_decoder/times.txt "${@:2}"; }

@@ -274,12 +274,14 @@ def train_ar(tokens_path, data, vqvae, encoder, condition: str, train_cfg: Train
 
 @torch.no_grad()
 def write_token_draws(generator, tokens_path, out, seeds=None, draws: int = 2, batch_size: int = 32,
-                      seed: int = 0, progress: bool = True, **sampling) -> Path:
+                      seed: int = 0, progress: bool = True, keep=None, **sampling) -> Path:
     """A token file of ``draws`` teacher-forced draws per object (``sampling.draw_teacher_forced``)
     by the text ``generator`` (a ``generate.Pipeline``) from its caption: what the generator draws
     at each scale given the object's true coarser scales, at the shipped sampling settings unless
     ``sampling`` says otherwise. ``seeds``: the procedural objects to draw for (default all).
-    Rows are object-major (``draws`` rows per object, the same seed and caption); the file carries
+    ``keep`` (a list of scale counts) instead: one row per entry k, the object's true first k scales
+    kept and the rest sampled freely given them (``sample_tokens(prefix=...)``), so the later scales
+    build on the sampler's own earlier ones as in a plain sample. Rows are object-major (``draws`` rows per object, the same seed and caption); the file carries
     the token file's VQVAE fingerprint. Our addition: the training data of a decoder that reads
     generated token maps (``vqvae_train.train_vqvae(token_draws=...)``)."""
     from .sampling import draw_teacher_forced
@@ -287,6 +289,12 @@ def write_token_draws(generator, tokens_path, out, seeds=None, draws: int = 2, b
 
     if generator.condition_kind != "text" or generator.next_token:
         raise ValueError("token draws need a next-scale text generator")
+    K = len(generator.transformer.scales)
+    if keep is not None:
+        keep = [int(k) for k in keep]
+        if not keep or not all(1 <= k < K for k in keep):
+            raise ValueError(f"keep {keep}: each entry must keep between 1 and {K - 1} of the {K} scales")
+        draws = len(keep)
     vq = generator.vqvae
     loaded = load_tokens(tokens_path, vq.cfg, vq.fingerprint())
     rows = list(range(len(loaded["seed"])))
@@ -303,9 +311,13 @@ def write_token_draws(generator, tokens_path, out, seeds=None, draws: int = 2, b
         part = rows[b:b + batch_size]
         truth = sequence_to_tokens(loaded["sequence"][part], loaded["schedule"])
         cond = generator.condition(text=[loaded["caption"][i] for i in part])
-        drawn = [tokens_to_sequence(draw_teacher_forced(generator.transformer, vq.quantizer, truth, cond.pooled,
-                                                        cond.tokens, cond.mask, seed=seed + b * draws + d, **kw))
-                 for d in range(draws)]
+        if keep is None:
+            drawn = [draw_teacher_forced(generator.transformer, vq.quantizer, truth, cond.pooled, cond.tokens,
+                                         cond.mask, seed=seed + b * draws + d, **kw) for d in range(draws)]
+        else:
+            drawn = [generator.sample_tokens(cond, seed=seed + b * draws + d, prefix=truth[:k], **kw)
+                     for d, k in enumerate(keep)]
+        drawn = [tokens_to_sequence(t) for t in drawn]
         parts.append(torch.stack(drawn, 1).flatten(0, 1))  # (B * draws, L), object-major
     seq = torch.cat(parts)
     obj = [i for i in rows for _ in range(draws)]

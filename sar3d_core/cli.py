@@ -247,9 +247,12 @@ def _cmd_data_token_draws(args) -> None:
             or truth["codebook_size"] != model.codebook_size:
         raise ValueError(f"{args.tokens} holds tokens of scales {truth['schedule']} with {truth['codebook_size']} "
                          f"codes, not the generator's: tokenize with its VQVAE ({meta.get('vqvae_checkpoint', '?')})")
+    if args.keep and max(args.keep) >= len(model.scales):
+        raise ValueError(f"--keep {max(args.keep)}: keep fewer than the generator's {len(model.scales)} scales")
     gen = Pipeline.from_pretrained(args.generator)
-    path = write_token_draws(gen, args.tokens, args.out, seeds=seeds, draws=args.draws, seed=args.seed)
-    print(f"wrote {path}: {args.draws} draws for each of {len(seeds) if seeds else 'all the'} objects")
+    path = write_token_draws(gen, args.tokens, args.out, seeds=seeds, draws=args.draws, seed=args.seed, keep=args.keep)
+    rows = len(args.keep) if args.keep else args.draws
+    print(f"wrote {path}: {rows} draws for each of {len(seeds) if seeds else 'all the'} objects")
 
 
 def _cmd_tutorials(args) -> None:
@@ -782,6 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "of --tokens)")
     b.add_argument("--out", required=True, help="output token file (.npz), --draws rows per object")
     b.add_argument("--draws", type=_int_at_least(1), default=2)
+    b.add_argument("--keep", type=_int_at_least(1), nargs="+", default=None, metavar="K",
+                   help="instead of teacher-forced draws: one free sample per K given the object's true first K "
+                        "scales (e.g. --keep 3 4)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_cmd_data_token_draws)
 

@@ -194,6 +194,16 @@ def test_token_draws_train_a_decoder_on_generated_maps_and_keep_the_tokens(setup
     assert torch.equal(load_tokens(again)["sequence"], drawn["sequence"])  # seeded
     with pytest.raises(ValueError, match="no tokens of the objects"):
         write_token_draws(gen, setup["root"] / "tokens.npz", tmp_path / "x.npz", seeds=[10 ** 9], progress=False)
+    # free samples given the true first k scales: those scales are the object's own
+    kept = write_token_draws(gen, setup["root"] / "tokens.npz", tmp_path / "kept.npz", seeds=seeds, keep=[1, 2],
+                             batch_size=3, progress=False)
+    k_rows = tokens_of(load_tokens(kept))
+    t_rows = tokens_of(truth)
+    for row in range(8):
+        obj, k = row // 2, [1, 2][row % 2]
+        assert all(torch.equal(k_rows[s][row], t_rows[s][obj]) for s in range(k))
+    with pytest.raises(ValueError, match="between 1 and 2"):
+        write_token_draws(gen, setup["root"] / "tokens.npz", tmp_path / "y.npz", seeds=seeds, keep=[3], progress=False)
 
     # the batch: marked items (those with draws, at share 1) decode one of their own draws
     draws = TokenDraws(out, vq, share=1.0)

@@ -51,6 +51,8 @@ def bad(tmp_path_factory):
     (root / "a_file").write_text("I am a file, not a folder")
     schedule = SimpleNamespace(scales=(1, 2), codebook_size=4)  # what save_tokens reads of a config
     save_tokens(root / "good_tokens.npz", np.zeros((1, 15), np.int64), schedule, ["a"], ["a chair"], [-1])
+    tiny = SimpleNamespace(scales=(1, 2, 3, 4, 6, 8), codebook_size=1024)  # the shipped generators' schedule
+    save_tokens(root / "tiny_schedule_tokens.npz", np.zeros((1, 390), np.int64), tiny, ["a"], ["a chair"], [-1])
     return root
 
 
@@ -119,6 +121,10 @@ ROWS = [
       "--data", "{root}/empty_dir", "--out", "{out}.npz"], "no index.json"),
     (["data", "token-draws", "--generator", "{repo}/data_samples/ar_text_tiny", "--tokens", "{root}/good_tokens.npz",
       "--draws", "0", "--out", "{out}.npz"], "--draws: 0 must be at least 1"),
+    (["data", "token-draws", "--generator", "{repo}/data_samples/ar_text_tiny", "--tokens", "{root}/good_tokens.npz",
+      "--keep", "0", "--out", "{out}.npz"], "--keep: 0 must be at least 1"),
+    (["data", "token-draws", "--generator", "{repo}/data_samples/ar_text_tiny", "--tokens",
+      "{root}/tiny_schedule_tokens.npz", "--keep", "6", "--out", "{out}.npz"], "keep fewer than the generator's 6"),
     (["encode", "proc:3", "--checkpoint", "{root}/bad_ckpt", "--out", "{out}.npz"], "config.json is not valid"),
     # --- decode
     (["decode", "{root}/missing.npz", "--out", "{out}.png"], "no such token file"),
