@@ -281,8 +281,9 @@ def write_token_draws(generator, tokens_path, out, seeds=None, draws: int = 2, b
     ``sampling`` says otherwise. ``seeds``: the procedural objects to draw for (default all).
     ``keep`` (a list of scale counts) instead: one row per entry k, the object's true first k scales
     kept and the rest sampled freely given them (``sample_tokens(prefix=...)``), so the later scales
-    build on the sampler's own earlier ones as in a plain sample. Rows are object-major (``draws`` rows per object, the same seed and caption); the file carries
-    the token file's VQVAE fingerprint. Our addition: the training data of a decoder that reads
+    build on the sampler's own earlier ones as in a plain sample. Rows are object-major (``draws``, or
+    ``len(keep)``, rows per object, with its seed and caption); the file carries the token file's VQVAE
+    fingerprint. Our addition: the training data of a decoder that reads
     generated token maps (``vqvae_train.train_vqvae(token_draws=...)``)."""
     from .sampling import draw_teacher_forced
     from .tokens import load_tokens, save_tokens
