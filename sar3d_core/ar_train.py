@@ -290,8 +290,8 @@ def write_token_draws(generator, tokens_path, out, seeds=None, draws: int = 2, b
 
     if generator.condition_kind != "text" or generator.next_token:
         raise ValueError("token draws need a next-scale text generator")
-    K = len(generator.transformer.scales)
     if keep is not None:
+        K = len(generator.transformer.scales)
         keep = [int(k) for k in keep]
         if not keep or not all(1 <= k < K for k in keep):
             raise ValueError(f"keep {keep}: each entry must keep between 1 and {K - 1} of the {K} scales")

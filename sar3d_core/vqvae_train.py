@@ -570,10 +570,11 @@ class TokenDraws:
         mask = torch.tensor([bool(p < self.share) and s in self.rows for p, s in zip(pick, seeds)])
         if not mask.any():
             return batch
-        first = next(iter(self.rows.values()))[0]  # a placeholder row for the unmarked items
-        rows = [self.rows[s][int(c * len(self.rows[s]))] if m else first for s, c, m in zip(seeds, choice, mask)]
-        with torch.no_grad():
-            f_hat = model.quantizer.sequence_to_fhat(self.sequence[rows].to(batch["encoder_input"].device))
+        rows = [self.rows[s][int(c * len(self.rows[s]))] for s, c, m in zip(seeds, choice, mask) if m]
+        with torch.no_grad():  # only the marked items' draws are decoded; the others keep their encoding
+            drawn = model.quantizer.sequence_to_fhat(self.sequence[rows].to(batch["encoder_input"].device))
+        f_hat = drawn.new_zeros(len(seeds), *drawn.shape[1:])
+        f_hat[mask.to(f_hat.device)] = drawn
         return {**batch, "draw_mask": mask.to(f_hat.device), "f_hat_draw": f_hat}
 
 
