@@ -12,7 +12,8 @@
 # FROM=ft the tokens and generator steps read that one instead of the merged one.
 #   bash benchmarks/ar_codebook_ablation.sh [STEP ...]   steps: merge_K ref_Km ft_K ref_K tokens_K train_K eval_K
 #   eval30_K (K: 256 or 512; ref_1024 scores the shipped VQVAE; eval30_K: reconstruction PSNR of 30 test
-#   objects, eval30_1024 the shipped VQVAE's); default: merge, ref, tokens, train and eval for 256, then 512. SEED=1 ... train_K eval_K: a second training draw (runs and scores named ..._seed1).
+#   objects, eval30_1024 the shipped VQVAE's); default: merge, ref, tokens, train and eval for 256, then 512.
+#   SEED=1 ... train_K eval_K: a second training draw (runs and scores named ..._seed1).
 # Logs: runs/codebook/<step>.log; wall times: runs/codebook/times.txt; scores: benchmarks/results/codebook/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,11 +59,12 @@ for s in "${steps[@]}"; do
                 --checkpoint "runs/codebook/k${K}_$FROM" ;;
     train_*) run "$s$TAG" "${TORCHRUN[@]}" train ar --cond text --tokens "$C/ar/train_tokens_k${K}_${FROM}_10k.npz" \
                --data "$DATA10K" --width 128 --depth 3 --batch-size 8 --lr 1e-3 --threads 1 --steps 1800 \
-               --seed "$SEED" --out "runs/codebook/ar_k${K}_$FROM$TAG" --export "runs/codebook/ar_k${K}_$FROM${TAG}_export" ;;
+               --seed "$SEED" --out "runs/codebook/ar_k${K}_$FROM$TAG" \
+               --export "runs/codebook/ar_k${K}_$FROM${TAG}_export" ;;
     eval_*) for seed in 0 1000; do
-              run "$s${TAG}_$seed" $PY benchmarks/eval_text_generator.py --checkpoint "runs/codebook/ar_k${K}_$FROM${TAG}_export" \
-                  --data "$C/proc_test_64" --limit 100 --seed "$seed" --threads 2 \
-                  --json "benchmarks/results/codebook/text_k${K}_$FROM${TAG}_seed$seed.json"
+              run "$s${TAG}_$seed" $PY benchmarks/eval_text_generator.py \
+                  --checkpoint "runs/codebook/ar_k${K}_$FROM${TAG}_export" --data "$C/proc_test_64" --limit 100 \
+                  --seed "$seed" --threads 2 --json "benchmarks/results/codebook/text_k${K}_$FROM${TAG}_seed$seed.json"
             done ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac

@@ -41,9 +41,9 @@ for s in "${steps[@]}"; do
                --batch-size 8 --lr 1e-3 --threads 1 --steps "${STEPS[$size]}" --seed "$SEED" \
                --out "runs/ar_size/$size$TAG" --export "runs/ar_size/$size${TAG}_export" ;;
     eval_*) for seed in 0 1000; do
-              run "$s${TAG}_$seed" $PY benchmarks/eval_text_generator.py --checkpoint "runs/ar_size/$size${TAG}_export" \
-                  --data "$C/proc_test_64" --limit 100 --seed "$seed" --threads 2 \
-                  --json "benchmarks/results/ar_size/text_$size${TAG}_seed$seed.json"
+              run "$s${TAG}_$seed" $PY benchmarks/eval_text_generator.py \
+                  --checkpoint "runs/ar_size/$size${TAG}_export" --data "$C/proc_test_64" --limit 100 \
+                  --seed "$seed" --threads 2 --json "benchmarks/results/ar_size/text_$size${TAG}_seed$seed.json"
             done ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac

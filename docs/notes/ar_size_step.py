@@ -7,9 +7,9 @@ shapes (8 sequences per process, the shipped batch), one thread, for each WIDTHx
 import argparse
 import dataclasses
 import json
-import time
 
 import torch
+from cpu_bf16_step import random_batch, step  # the same timed step, fp32 here (run from the repository root)
 
 from sar3d_core.ar_train import load_generator
 from sar3d_core.config import SAR3DConfig
@@ -35,22 +35,10 @@ def main() -> None:
         settings = dataclasses.replace(base, width=width, depth=depth)
         torch.manual_seed(0)
         model = SAR3DTransformer.from_config(cfg, meta["cond_dim"], meta["cond_token_dim"], "text", settings).train()
-        B, L, C = a.batch, model.seq_len, model.latent_channels
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(B, L - model.num_start, C, generator=g)
-        pooled = torch.randn(B, meta["cond_dim"], generator=g)
-        tokens = torch.randn(B, 16, meta["cond_token_dim"], generator=g)
-        mask = torch.ones(B, 16)
-        target = torch.randint(model.codebook_size, (B, L), generator=g)
-
-        def step() -> float:
-            t = time.perf_counter()
-            model.loss(model(x, pooled, tokens, mask), target)["loss"].backward()
-            return time.perf_counter() - t
-
+        batch = random_batch(model, meta, a.batch)
         for _ in range(2):
-            step()
-        ts = sorted(step() for _ in range(a.repeats))
+            step(model, *batch, bf16=False)
+        ts = sorted(step(model, *batch, bf16=False) for _ in range(a.repeats))
         row = {"width": width, "depth": depth, "parameters": model.num_parameters(),
                "ms_per_step": round(1000 * ts[len(ts) // 2], 1)}
         rows.append(row)

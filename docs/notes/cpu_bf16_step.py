@@ -11,6 +11,16 @@ import torch
 from sar3d_core.ar_train import load_generator
 
 
+def random_batch(model, meta: dict, batch: int) -> tuple:
+    """``(x, pooled, tokens, mask, target)``: random inputs of the training shapes of a generator
+    (``meta``: its config.json), 16 condition tokens."""
+    B, L, C = batch, model.seq_len, model.latent_channels
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(B, L - model.num_start, C, generator=g), torch.randn(B, meta["cond_dim"], generator=g),
+            torch.randn(B, 16, meta["cond_token_dim"], generator=g), torch.ones(B, 16),
+            torch.randint(model.codebook_size, (B, L), generator=g))
+
+
 def step(model, x, pooled, tokens, mask, target, bf16: bool) -> float:
     t = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -30,19 +40,13 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     model, meta = load_generator(a.checkpoint)
     model.train()
-    B, L, C = a.batch, model.seq_len, model.latent_channels
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(B, L - model.num_start, C, generator=g)
-    pooled = torch.randn(B, meta["cond_dim"], generator=g)
-    tokens = torch.randn(B, 16, meta["cond_token_dim"], generator=g)
-    mask = torch.ones(B, 16)
-    target = torch.randint(model.codebook_size, (B, L), generator=g)
+    batch = random_batch(model, meta, a.batch)
     for bf16 in (False, True, False, True):
         for _ in range(2):
-            step(model, x, pooled, tokens, mask, target, bf16)
-        ts = sorted(step(model, x, pooled, tokens, mask, target, bf16) for _ in range(a.repeats))
+            step(model, *batch, bf16)
+        ts = sorted(step(model, *batch, bf16) for _ in range(a.repeats))
         print(f"{'bf16' if bf16 else 'fp32'}: median {1000 * ts[len(ts) // 2]:.0f} ms per forward+backward "
-              f"(batch {B}, {L} tokens, {a.threads} thread(s))")
+              f"(batch {a.batch}, {model.seq_len} tokens, {a.threads} thread(s))")
 
 
 if __name__ == "__main__":
