@@ -34,7 +34,9 @@ def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1000])
+    p.add_argument("--json", default=None, help="also write each row's training record and cells here")
     a = p.parse_args(argv)
+    records = []
     head = ["generator", "parameters", "steps", "training", "final loss / accuracy (by scale)"]
     head += [s[0] for s in SCORES] + ["MMD / its VQVAE's reconstructions", "short prompts: category"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -60,6 +62,10 @@ def main(argv=None) -> str:
             cells.append("")
         cells.append(" / ".join(f"{100 * r['short_prompts']['category_accuracy']:.1f}" for r in runs))
         lines.append("| " + " | ".join(cells) + " |")
+        records.append({"row": row, "training": tr, "parameters": meta["parameters"], "last_50_steps": fin,
+                        "cells": dict(zip(head, cells))})
+    if a.json:
+        Path(a.json).write_text(json.dumps(records, indent=2))
     table = "\n".join(lines)
     print(f"100 test captions, sampling seeds {' / '.join(map(str, a.seeds))}; CFG 4 with the ramp, top-k 10, "
           f"top-p 0.5\n{table}")
