@@ -24,14 +24,10 @@ FROM=${FROM:-merged}  # which VQVAE of K codes writes the tokens: merged, or ft 
 SEED=${SEED:-0}
 TAG=$([ "$SEED" = 0 ] || echo "_seed$SEED")  # the name suffix of a second training draw
 TORCHRUN=(env OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli)
-mkdir -p runs/codebook benchmarks/results/codebook
+mkdir -p benchmarks/results/codebook
 
-run() {  # run NAME CMD...: time one step, keep its log
-  local name=$1; shift
-  echo "== $name $(date -u +%T): $*" | tee -a runs/codebook/times.txt
-  /usr/bin/time -f "$name wall %e s" -a -o runs/codebook/times.txt "$@" > "runs/codebook/$name.log" 2>&1
-  tail -1 runs/codebook/times.txt
-}
+RUN_DIR=runs/codebook
+source benchmarks/timed_step.sh  # run NAME CMD...: time one step, keep its log
 
 steps=("$@")
 if [ ${#steps[@]} -eq 0 ]; then

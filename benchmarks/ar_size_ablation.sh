@@ -18,17 +18,13 @@ PY=${PY:-.venv/bin/python}
 C=${SAR3D_CACHE:-$HOME/.cache/sar3d}
 DATA10K=$C/proc_train_10k
 TOKENS=${TOKENS:-$C/ar/train_tokens_lift_10k.npz}
-mkdir -p runs/ar_size benchmarks/results/ar_size
+mkdir -p benchmarks/results/ar_size
 SEED=${SEED:-0}
 TAG=$([ "$SEED" = 0 ] || echo "_seed$SEED")  # the name suffix of a second training draw
 declare -A STEPS=([128x3]=1800 [192x3]=1180 [256x3]=820 [128x6]=960)
 
-run() {  # run NAME CMD...: time one step, keep its log
-  local name=$1; shift
-  echo "== $name $(date -u +%T): $*" | tee -a runs/ar_size/times.txt
-  /usr/bin/time -f "$name wall %e s" -a -o runs/ar_size/times.txt "$@" > "runs/ar_size/$name.log" 2>&1
-  tail -1 runs/ar_size/times.txt
-}
+RUN_DIR=runs/ar_size
+source benchmarks/timed_step.sh  # run NAME CMD...: time one step, keep its log
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(train_128x3 train_192x3 train_256x3 eval_128x3 eval_192x3 eval_256x3)
