@@ -13,7 +13,8 @@
 #   bash benchmarks/ar_codebook_ablation.sh [STEP ...]   steps: merge_K ref_Km ft_K ref_K tokens_K train_K eval_K
 #   eval30_K (K: 256 or 512; ref_1024 scores the shipped VQVAE; eval30_K: reconstruction PSNR of 30 test
 #   objects, eval30_1024 the shipped VQVAE's); default: merge, ref, tokens, train and eval for 256, then 512.
-#   SEED=1 ... train_K eval_K: a second training draw (runs and scores named ..._seed1).
+#   SEED=1 ... train_K eval_K: a second training draw (runs and scores named ..._seed1); STEPS=6500 ...: the
+#   shipped generator's training length instead of the budget's 1800 steps (named ..._6500).
 # Logs: runs/codebook/<step>.log; wall times: runs/codebook/times.txt; scores: benchmarks/results/codebook/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,8 @@ C=${SAR3D_CACHE:-$HOME/.cache/sar3d}
 DATA10K=$C/proc_train_10k
 FROM=${FROM:-merged}  # which VQVAE of K codes writes the tokens: merged, or ft (fine-tuned)
 SEED=${SEED:-0}
-TAG=$([ "$SEED" = 0 ] || echo "_seed$SEED")  # the name suffix of a second training draw
+STEPS=${STEPS:-1800}
+TAG=$([ "$SEED" = 0 ] || echo "_seed$SEED")$([ "$STEPS" = 1800 ] || echo "_$STEPS")  # names of other runs
 TORCHRUN=(env OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node=2 -m sar3d_core.cli)
 mkdir -p benchmarks/results/codebook
 
@@ -54,7 +56,7 @@ for s in "${steps[@]}"; do
     tokens_*) run "$s" .venv/bin/sar3d data tokenize "$DATA10K" --out "$C/ar/train_tokens_k${K}_${FROM}_10k.npz" \
                 --checkpoint "runs/codebook/k${K}_$FROM" ;;
     train_*) run "$s$TAG" "${TORCHRUN[@]}" train ar --cond text --tokens "$C/ar/train_tokens_k${K}_${FROM}_10k.npz" \
-               --data "$DATA10K" --width 128 --depth 3 --batch-size 8 --lr 1e-3 --threads 1 --steps 1800 \
+               --data "$DATA10K" --width 128 --depth 3 --batch-size 8 --lr 1e-3 --threads 1 --steps "$STEPS" \
                --seed "$SEED" --out "runs/codebook/ar_k${K}_$FROM$TAG" \
                --export "runs/codebook/ar_k${K}_$FROM${TAG}_export" ;;
     eval_*) for seed in 0 1000; do
