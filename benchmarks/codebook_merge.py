@@ -2,8 +2,8 @@
 
 ``merge``: cluster the shipped codebook's entries into K (spherical k-means over the l2-normalised
 entries, each entry weighted by how often the training tokens use it) and write a VQVAE whose codebook
-is the K centroids, everything else kept. It then needs a short fine-tune (`sar3d train vqvae --init`)
-and new tokens; `benchmarks/ar_codebook_ablation.sh` runs the chain.
+is the K centroids, everything else kept. It is used as it is, with new tokens (a 400-step fine-tune of
+the whole VQVAE lost colour); `benchmarks/ar_codebook_ablation.sh` runs the chain.
 ``reference``: the generators' ceiling of a VQVAE (`ar_eval.reconstruction_reference`: COV/MMD-CD of
 its reconstructions of the test objects, their category/colour and FID by the feature network).
 
