@@ -4,8 +4,8 @@ accuracy by scale, then its scores on the 100 test captions at sampling seeds 0 
 
     python benchmarks/ar_lever_table.py --rows "NAME=RUN_DIR=PATTERN[=REFERENCE_JSON]" ...
 
-RUN_DIR is the training run folder (log.jsonl; its export is RUN_DIR + "_export" unless RUN_DIR/../NAME
-is given by the scripts' layout, see DEFAULT_ROWS); PATTERN the score files with ``{seed}``; REFERENCE_JSON
+RUN_DIR is the training run folder (log.jsonl; its export, config.json, is RUN_DIR + "_export"); PATTERN
+the score files with ``{seed}``; REFERENCE_JSON
 (optional) the generator's VQVAE's reconstructions (benchmarks/codebook_merge.py reference), whose MMD-CD
 the generator's is divided by. Without one the shipped VQVAE's reference is used.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 SHIPPED_REFERENCE = "benchmarks/results/codebook/k1024_shipped_reference.json"
 DEFAULT_ROWS = tuple(f"{s}=runs/ar_size/{s}=benchmarks/results/ar_size/text_{s}_seed{{seed}}.json"
-                     for s in ("128x3", "192x3", "256x3"))
+                     for s in ("128x3", "192x3", "128x6"))  # the size rows of RESULTS
 SCORES = (("category", "category_accuracy", 100, ".1f"), ("colour", "colour_accuracy", 100, ".1f"),
           ("held-out category", "heldout_category_accuracy", 100, ".1f"), ("FID", "FID", 1, ".1f"),
           ("COV-CD", "COV-CD", 100, ".0f"), ("MMD-CD x10^3", "MMD-CD", 1000, ".2f"),

@@ -39,10 +39,10 @@ def weighted_spherical_kmeans(x_VC: torch.Tensor, w_V: torch.Tensor, k: int, ite
         assign = (x_VC @ cent_kC.T).argmax(dim=1)
         new = torch.zeros_like(cent_kC).index_add_(0, assign, x_VC * w_V[:, None].float())
         mass = torch.zeros(k).index_add_(0, assign, w_V.float())
+        served = (x_VC * cent_kC[assign]).sum(dim=1)
         for j in torch.nonzero(mass == 0).flatten().tolist():  # empty: take the heaviest badly-served entry
-            served = (x_VC * cent_kC[assign]).sum(dim=1)
             worst = torch.argmax(w_V.float() * (1 - served))
-            new[j], assign[worst] = x_VC[worst], j
+            new[j], assign[worst], served[worst] = x_VC[worst], j, 1.0  # served now: not taken twice
         cent_kC = F.normalize(new, dim=1)
     return cent_kC, (x_VC @ cent_kC.T).argmax(dim=1)
 
