@@ -530,6 +530,24 @@ def _cmd_train_flexicubes(args) -> None:
         print(f"exported the FlexiCubes decoder to {args.export}")
 
 
+CONDITION_MODES = ("RGB", "RGBA", "P", "PA")  # PIL modes of a colour image (P: a palette of RGB colours)
+MIN_CONDITION_SIDE, MAX_CONDITION_ASPECT = 32, 2.0
+
+
+def _check_condition_image(path, mode: str, w: int, h: int) -> None:
+    """A condition image for ``generate --image``: colour (RGB, or RGBA composited on white), at least
+    ``MIN_CONDITION_SIDE`` pixels a side and no more than ``MAX_CONDITION_ASPECT`` times wider than tall
+    (or taller than wide). The generators learned from square colour renders of one object; the
+    library's ``encode_image`` takes any array, but a file a person passes is checked first."""
+    if mode not in CONDITION_MODES:
+        raise ValueError(f"--image {path} has PIL mode {mode}, not RGB or RGBA: give a colour image (RGB, or RGBA on "
+                         f"white), e.g. convert it with PIL's Image.convert('RGB')")
+    if min(w, h) < MIN_CONDITION_SIDE or max(w, h) > MAX_CONDITION_ASPECT * min(w, h):
+        raise ValueError(f"--image {path} is {w} x {h} pixels: give a view of the object at least "
+                         f"{MIN_CONDITION_SIDE} pixels a side and roughly square (at most {MAX_CONDITION_ASPECT:g}:1; "
+                         f"it is padded with white to a square), e.g. a crop around the object")
+
+
 def _cmd_generate(args) -> None:
     import torch
 
@@ -561,9 +579,12 @@ def _cmd_generate(args) -> None:
         try:  # before the models load
             with Image.open(args.image) as im:
                 im.verify()
+            with Image.open(args.image) as im:  # verify() leaves the file unusable: open it again
+                mode, (w, h) = im.mode, im.size
         except Exception as err:  # PIL raises many kinds on a damaged file
             raise ValueError(f"--image {args.image} is not a readable PNG/JPEG image "
                              f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+        _check_condition_image(args.image, mode, w, h)
     out = _check_mesh_out(args.out, "--out")
     _check_flexicubes_option(args)
     gen = Pipeline.from_pretrained(ckpt, args.vqvae)
@@ -1052,7 +1073,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="text- or image-to-3D with a trained generator (Sec. 4.2)")
     p.add_argument("--text", type=_prompt, default=None, help="a prompt, e.g. 'a 3D model of a chair coloured red'")
-    p.add_argument("--image", default=None, help="a condition image (PNG/JPG, any size, alpha on white)")
+    p.add_argument("--image", default=None,
+                   help="a condition image: PNG/JPEG, RGB or RGBA (alpha on white), at least 32 pixels a side, "
+                        "roughly square (at most 2:1; padded with white to a square)")
     p.add_argument("--out", required=True, help="mesh file to write (.glb, .obj or .ply)")
     p.add_argument("--views", default=None, help="also write a PNG strip of 8 views around the object")
     p.add_argument("--checkpoint", default=None, help="generator folder (default: the shipped tiny text/image one)")

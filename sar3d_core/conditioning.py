@@ -169,7 +169,10 @@ def _square(t_3HW: torch.Tensor, size: int) -> torch.Tensor:
 def _hf(loader, path, what: str, **kwargs):
     """``loader.from_pretrained(path, local_files_only=True)`` with a one-line error when absent."""
     from huggingface_hub.errors import HFValidationError
+    from transformers.utils import logging as hf_logging
 
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a local load takes milliseconds: no "Loading weights" bar
     try:
         return loader.from_pretrained(str(path), local_files_only=True, **kwargs)
     except (OSError, HFValidationError) as err:  # not cached / not a folder nor a valid hub id
@@ -179,6 +182,9 @@ def _hf(loader, path, what: str, **kwargs):
             f"{what} {path!r} is neither a local folder nor in the Hugging Face cache and nothing is downloaded "
             f"at run time: fetch it once with `hf download {path}` (or pass a local folder), or use the offline "
             f"default ConditionEncoder.tiny_clip()") from None
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def _preprocessor_config(path) -> dict:
@@ -223,6 +229,12 @@ def _image_tower(path):
     std = pre.get("image_std", CLIP_STD if is_clip else IMAGENET_STD)
     prefix = 1 + getattr(model.config, "num_register_tokens", 0)  # CLS (+ registers) before the patches
     return model, int(size), mean, std, prefix, is_clip, "CLIP vision encoder" if is_clip else "DINOv2"
+
+
+def _quoted(prompt: str, keep: int = 40) -> str:
+    """A prompt for an error line: quoted, its first ``keep`` characters."""
+    prompt = " ".join(prompt.split())
+    return repr(prompt if len(prompt) <= keep else prompt[:keep] + "...")
 
 
 # ------------------------------------------------------------------------------ the encoder
@@ -279,9 +291,11 @@ class ConditionEncoder(nn.Module):
         return next(self.parameters()).device
 
     @torch.no_grad()
-    def encode_text(self, prompts) -> Condition:
+    def encode_text(self, prompts, truncate: bool = True) -> Condition:
         """Prompts (a str or a list) -> ``Condition`` with ``tokens (B, L, D)`` padded to the max length L.
-        An empty prompt is a ValueError; a longer one is truncated (``truncated[b]``) with a warning."""
+        An empty prompt is a ValueError. A longer one is truncated (``truncated[b]``) with a warning, as
+        training and evaluation read the world's captions; ``truncate=False`` makes it a ValueError
+        instead, for a prompt a person typed (``generate.Pipeline.generate``)."""
         if self.text_model is None:
             raise ValueError(f"this encoder has no text side ({self.name})")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -289,7 +303,12 @@ class ConditionEncoder(nn.Module):
             raise ValueError("every prompt must be a non-empty string (e.g. 'a red chair with four legs'); "
                              "classifier-free guidance learns its own null condition")
         L = self.max_text_length
-        truncated = [len(ids) > L for ids in self.tokenizer(prompts, verbose=False)["input_ids"]]
+        lengths = self.tokenizer(prompts, verbose=False)["input_ids"]
+        truncated = [len(ids) > L for ids in lengths]
+        if any(truncated) and not truncate:
+            b = truncated.index(True)
+            raise ValueError(f"the prompt {_quoted(prompts[b])} is {len(lengths[b])} tokens long and the text encoder "
+                             f"reads at most {L} ({self.text_name}): shorten it, e.g. 'a red chair with four legs'")
         if any(truncated):
             warnings.warn(f"{sum(truncated)} of {len(prompts)} prompts were longer than the {L} tokens of "
                           f"{self.text_name} and were truncated (see Condition.truncated)", stacklevel=2)

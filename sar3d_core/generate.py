@@ -125,14 +125,15 @@ class Pipeline:
     def next_token(self) -> bool:
         return self.transformer.next_token
 
-    def condition(self, text=None, image=None):
-        """``conditioning.Condition`` of prompts or images (exactly one of the two)."""
+    def condition(self, text=None, image=None, truncate: bool = True):
+        """``conditioning.Condition`` of prompts or images (exactly one of the two). ``truncate``: cut a
+        prompt longer than the text encoder reads, with a warning (False: a ValueError)."""
         if (text is None) == (image is None):
             raise ValueError("give a text prompt or an image, not both and not neither")
         if text is not None:
             if self.condition_kind != "text":
                 raise ValueError("this generator is image-conditioned: give --image")
-            return self.encoder.encode_text(text)
+            return self.encoder.encode_text(text, truncate=truncate)
         if self.condition_kind != "image":
             raise ValueError("this generator is text-conditioned: give --text")
         return self.encoder.encode_image(image)
@@ -281,7 +282,7 @@ class Pipeline:
             raise ValueError(f"fit_steps={fit_steps}: fitting needs a condition image and steps >= 0")
         seconds = {}
         t = time.perf_counter()
-        cond = self.condition(text, image)
+        cond = self.condition(text, image, truncate=False)  # a prompt that does not fit is an error here
         seconds["condition"] = time.perf_counter() - t
         t = time.perf_counter()
         sampling = dict(cfg=cfg, cfg_schedule=cfg_schedule, top_k=top_k, top_p=top_p, seed=seed)
@@ -395,7 +396,7 @@ def benchmark_sampling(next_scale: Pipeline, next_token: Pipeline | None = None,
       ``speedup`` differs from it by the work outside the passes (the draws, filtering and
       bookkeeping of each step, which the next-token sampler pays once per token).
     """
-    cond = next_scale.condition(text=prompt)
+    cond = next_scale.condition(text=prompt, truncate=False)
     kw = dict(cfg=cfg, top_k=10, top_p=0.5, seed=0)
     model, q = next_scale.transformer, next_scale.vqvae.quantizer
     out = {"prompt": prompt, "threads": torch.get_num_threads(), "repeats": repeats, "cfg": cfg,
@@ -423,7 +424,7 @@ def benchmark_sampling(next_scale: Pipeline, next_token: Pipeline | None = None,
     out["teacher_forced_s"] = float(np.median([b for _, b in pairs]))
     out["sampling_over_forward"] = float(np.median([a / b for a, b in pairs]))
     if next_token is not None:
-        nt_cond = next_token.condition(text=prompt)
+        nt_cond = next_token.condition(text=prompt, truncate=False)
         out["next_token_tokens"] = next_token.transformer.seq_len
         nt_repeats = max(1, repeats // 2)
         out["next_token_s"] = _median_seconds(lambda: next_token.sample_tokens(nt_cond, **kw, pass_seconds=nt_passes),

@@ -43,6 +43,10 @@ def bad(tmp_path_factory):
     for i in range(2):
         Image.new("RGB", (16, 16), (i * 100, 0, 0)).save(root / "images" / f"{i}.png")
     (root / "junk.png").write_bytes(b"\x89PNG not really")
+    Image.new("L", (64, 64), 128).save(root / "grey.png")  # readable, but not a colour image
+    Image.new("CMYK", (64, 64)).save(root / "cmyk.jpg")
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(root / "speck.png")  # too small to show an object
+    Image.new("RGB", (300, 40), (200, 0, 0)).save(root / "strip.png")  # far from square
     (root / "bad_ckpt").mkdir()
     (root / "bad_ckpt" / "config.json").write_text("{not json")
     (root / "bad_ckpt" / "model.safetensors").write_bytes(b"junk")
@@ -199,6 +203,12 @@ ROWS = [
     (["generate", "--text", "a chair", "--image", "{root}/junk.png", "--out", "{out}.glb"], "one of the two"),
     (["generate", "--image", "{root}/missing.png", "--out", "{out}.glb"], "no such image"),
     (["generate", "--image", "{root}/junk.png", "--out", "{out}.glb"], "junk.png is not a readable PNG/JPEG"),
+    (["generate", "--image", "{root}/grey.png", "--out", "{out}.glb"], "grey.png has PIL mode L, not RGB or RGBA"),
+    (["generate", "--image", "{root}/cmyk.jpg", "--out", "{out}.glb"], "cmyk.jpg has PIL mode CMYK, not RGB"),
+    (["generate", "--image", "{root}/speck.png", "--out", "{out}.glb"], "speck.png is 8 x 8 pixels: give a view"),
+    (["generate", "--image", "{root}/strip.png", "--out", "{out}.glb"], "strip.png is 300 x 40 pixels: give a view"),
+    (["generate", "--text", "a red chair with four legs " * 8, "--out", "{out}.glb"],
+     "tokens long and the text encoder reads at most 32"),
     (["generate", "--text", "a chair", "--out", "{out}.png"], "write a mesh file"),
     (["generate", "--text", "a chair", "--mesh-resolution", "1", "--out", "{out}.glb"], "--mesh-resolution: 1 must"),
     (["generate", "--text", "a chair", "--threads", "0", "--out", "{out}.glb"], "--threads: 0 must be at least 1"),

@@ -90,6 +90,14 @@ def test_overlong_prompts_are_truncated_with_a_warning_and_a_flag(encoder):
     torch.testing.assert_close(cond.pooled[0], cond.tokens[0, MAX_LEN - 1])  # [EOS] is kept at the end
 
 
+def test_an_overlong_prompt_is_an_error_when_truncation_is_off(encoder):
+    """A typed prompt (``Pipeline.generate``, the CLI) is refused rather than silently cut."""
+    long = " ".join(["a tall red chair with four legs"] * 3)
+    with pytest.raises(ValueError, match=rf"is \d+ tokens long and the text encoder reads at most {MAX_LEN}"):
+        encoder.encode_text(["a red chair", long], truncate=False)
+    assert encoder.encode_text("a red chair", truncate=False).truncated == [False]  # a prompt that fits passes
+
+
 def test_images_as_files_pil_numpy_and_torch_give_the_same_features(encoder, tmp_path):
     rng = np.random.default_rng(0)
     hwc = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
