@@ -155,7 +155,7 @@ class Pipeline:
     def resample_fn(self, text=None, image=None, **sampling):
         """The token inspector's hook (``inspector.TokenInspector(resample_fn=...)``): ``fn(tokens, k, seed)``
         keeps scales ``1..k-1`` of ``tokens`` and draws scales ``k..K`` again for this prompt or image."""
-        cond = self.condition(text, image)
+        cond = self.condition(text, image, truncate=False)
         options = {"cfg": 4.0, "top_k": 10, "top_p": 0.5, **sampling}
 
         def fn(tokens: list, k: int, seed: int = 0) -> list:
@@ -268,7 +268,8 @@ class Pipeline:
         ``flexicubes``: a FlexiCubes fine-tune folder (default: the shipped one when it was made for
         this VQVAE, ``flexicubes_train.finetune_for``). ``candidates`` and ``refine_from`` (image only):
         keep the best of that many samples by agreement with the condition image (``sample_best_of``).
-        ``fit_steps`` (image only): then fit the kept sample to the condition image (``fit_condition_view``)."""
+        ``fit_steps`` (image only): then fit the kept sample to the condition image (``fit_condition_view``).
+        A prompt longer than the text encoder reads is a ValueError, not cut (``condition(truncate=False)``)."""
         from .meshing import MESHERS
 
         if mesher not in MESHERS:
