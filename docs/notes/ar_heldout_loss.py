@@ -35,20 +35,19 @@ def token_set(paths, limit: int) -> tuple[torch.Tensor, list]:
 
 
 @torch.no_grad()
-def scores(model, quantizer, encoder, seq, caps, batch: int = 50) -> dict:
-    cond = encode_conditions(encoder, "text", captions=caps)
+def scores(model, quantizer, cond: dict, seq, batch: int = 50) -> dict:
+    """Teacher-forced loss and accuracy, overall and by scale, of ``seq`` under conditions ``cond``."""
     teacher = teacher_inputs(model, quantizer, seq)
-    sums, n = None, 0
+    rows = []
     for i in range(0, seq.shape[0], batch):
         sl = slice(i, i + batch)
         out = model.loss(model(teacher[sl], cond["pooled"][sl], cond["tokens"][sl], cond["mask"][sl]), seq[sl])
-        row = [out["loss"].item(), out["accuracy"]] + out["loss_per_scale"] + out["accuracy_per_scale"]
-        w = seq[sl].shape[0]
-        sums = [w * v for v in row] if sums is None else [s + w * v for s, v in zip(sums, row)]
-        n += w
-    row = [s / n for s in sums]
-    K = (len(row) - 2) // 2
-    return {"loss": row[0], "accuracy": row[1], "loss_per_scale": row[2:2 + K], "accuracy_per_scale": row[2 + K:]}
+        rows.append((seq[sl].shape[0], out))
+    n = sum(w for w, _ in rows)
+    mean = lambda get: sum(w * torch.tensor(get(o), dtype=torch.float64) for w, o in rows) / n  # noqa: E731
+    return {"loss": mean(lambda o: o["loss"].item()).item(), "accuracy": mean(lambda o: o["accuracy"]).item(),
+            "loss_per_scale": mean(lambda o: o["loss_per_scale"]).tolist(),
+            "accuracy_per_scale": mean(lambda o: o["accuracy_per_scale"]).tolist()}
 
 
 def main(argv=None) -> dict:
@@ -62,7 +61,8 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     sides = {"train": token_set([a.train], a.objects), "test": token_set(a.test, a.objects)}
-    encoder = ConditionEncoder.tiny_clip()
+    encoder = ConditionEncoder.tiny_clip()  # every generator here reads it: encode each side's captions once
+    conds = {side: encode_conditions(encoder, "text", captions=caps) for side, (_, caps) in sides.items()}
     out = {"objects": {k: len(v[1]) for k, v in sides.items()}, "train": a.train, "test": a.test, "generators": {}}
     print("| generator | side | loss | accuracy | loss by scale | accuracy by scale |")
     print("|---|---|---|---|---|---|")
@@ -72,8 +72,8 @@ def main(argv=None) -> dict:
         model.eval()
         quantizer = SAR3DVQVAE.from_pretrained(find_vqvae(meta["vqvae_checkpoint"])).quantizer
         out["generators"][name] = {"folder": folder}
-        for side, (seq, caps) in sides.items():
-            s = scores(model, quantizer, encoder, seq, caps)
+        for side, (seq, _) in sides.items():
+            s = scores(model, quantizer, conds[side], seq)
             out["generators"][name][side] = s
             print(f"| {name} | {side} | {s['loss']:.3f} | {s['accuracy']:.1f}% | "
                   f"{', '.join(f'{v:.2f}' for v in s['loss_per_scale'])} | "
